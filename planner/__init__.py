@@ -1,0 +1,1 @@
+"""llm-sap planning core: vocabulary, NHFM memory, prompts, responses, prior, planners."""

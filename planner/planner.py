@@ -1,0 +1,164 @@
+"""The planner: NHFM memory → engine scores fused with the prior → a Recommendation.
+
+The engine runs in a named worker thread under a deadline. When it misses the deadline or
+fails, the recommendation is the prior's ranking, flagged ``degraded`` with the reason; after
+``failure_threshold`` failures in a row the engine is skipped for ``cooldown_s`` seconds
+instead of timing out on every clip.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+
+import structlog
+
+from planner.actions import ACTIONS
+from planner.engines.base import PlanningEngine
+from planner.memory import NHFMemory
+from planner.prior import SequencePrior
+from planner.recommendation import Recommendation, rank_scores
+from planner.response import StructuredResponse, parse_response
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    fusion_weight: float = 1.0  # λ in log p_llm + λ log p_prior
+    deadline_s: float = 2.0
+    failure_threshold: int = 3
+    cooldown_s: float = 30.0
+    max_response_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if self.fusion_weight < 0:
+            raise ValueError(f"fusion_weight must be >= 0, got {self.fusion_weight}")
+        if self.deadline_s <= 0:
+            raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
+
+
+def fuse(llm_log: Mapping[str, float], prior_log: Mapping[str, float], weight: float) -> dict[str, float]:
+    """Probabilities from log p_llm + λ log p_prior, normalised over the actions with finite score."""
+    combined = {a: llm_log[a] + weight * prior_log[a] if weight else llm_log[a] for a in ACTIONS}
+    return softmax(combined)
+
+
+def softmax(log_scores: Mapping[str, float]) -> dict[str, float]:
+    finite = [v for v in log_scores.values() if math.isfinite(v)]
+    if not finite:
+        return {a: 1.0 / len(ACTIONS) for a in ACTIONS}
+    top = max(finite)
+    exp = {a: (math.exp(v - top) if math.isfinite(v) else 0.0) for a, v in log_scores.items()}
+    total = sum(exp.values())
+    return {a: e / total for a, e in exp.items()}
+
+
+class Planner:
+    """Turns a memory snapshot into a Recommendation. Thread-safe for one caller at a time."""
+
+    def __init__(
+        self,
+        engine: PlanningEngine,
+        prior: SequencePrior,
+        settings: PlannerSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.prior = prior
+        self.settings = settings or PlannerSettings()
+        self._clock = clock
+        self._inline = engine.name == "prior"  # the prior is instant: no thread, no deadline
+        self._pool = (
+            None if self._inline else ThreadPoolExecutor(1, thread_name_prefix=f"engine-{engine.name}")
+        )
+        self._failures = 0
+        self._skip_until = 0.0
+
+    def recommend(self, memory: NHFMemory) -> Recommendation:
+        t0 = time.perf_counter()
+        prior_log = self.prior.log_scores(memory.history)
+        if self._inline:
+            probs = softmax(prior_log)
+            return self._build(memory, probs, t0)
+        degraded_reason = self._unavailable_reason()
+        llm_log: dict[str, float] | None = None
+        if degraded_reason is None:
+            llm_log, degraded_reason = self._rank_with_deadline(memory)
+        if llm_log is None:
+            return self._build(memory, softmax(prior_log), t0, degraded_reason or "engine failed")
+        probs = fuse(_exclude(llm_log, memory.current_action), prior_log, self.settings.fusion_weight)
+        return self._build(memory, probs, t0)
+
+    def explain(self, memory: NHFMemory, recommendation: Recommendation) -> Recommendation:
+        """Generate, parse and attach the structured response (the slow, optional part)."""
+        t0 = time.perf_counter()
+        text = "".join(self.engine.generate(memory, self.settings.max_response_tokens))
+        parsed = parse_response(text)
+        timings = {**recommendation.timings_ms, "generate": (time.perf_counter() - t0) * 1000}
+        response = parsed if isinstance(parsed, StructuredResponse) else None
+        return replace(recommendation, response=response, timings_ms=timings)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.close()
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _unavailable_reason(self) -> str | None:
+        if self._clock() < self._skip_until:
+            return f"engine cooling down after {self._failures} failures"
+        return None
+
+    def _rank_with_deadline(self, memory: NHFMemory) -> tuple[dict[str, float] | None, str | None]:
+        assert self._pool is not None
+        future: Future[dict[str, float]] = self._pool.submit(self.engine.rank, memory)
+        try:
+            scores = future.result(timeout=self.settings.deadline_s)
+        except FutureTimeout:
+            future.cancel()
+            return None, self._record_failure(f"engine missed its {self.settings.deadline_s:g} s deadline")
+        except Exception as exc:  # any engine failure degrades to the prior
+            return None, self._record_failure(f"engine failed: {type(exc).__name__}: {exc}")
+        if set(scores) != set(ACTIONS):
+            return None, self._record_failure("engine returned scores for the wrong actions")
+        self._failures = 0
+        return scores, None
+
+    def _record_failure(self, reason: str) -> str:
+        self._failures += 1
+        if self._failures >= self.settings.failure_threshold:
+            self._skip_until = self._clock() + self.settings.cooldown_s
+        log.warning("planner.degraded", engine=self.engine.name, reason=reason, failures=self._failures)
+        return reason
+
+    def _build(
+        self, memory: NHFMemory, probs: Mapping[str, float], t0: float, degraded_reason: str | None = None
+    ) -> Recommendation:
+        current = memory.current_action
+        return Recommendation(
+            ranked=rank_scores(_renormalise_without(probs, current), current),
+            current_action=current,
+            history=memory.history,
+            engine=self.engine.name if degraded_reason is None else "prior",
+            model=self.engine.model
+            if degraded_reason is None
+            else f"ngram({self.prior.settings.describe()})",
+            degraded=degraded_reason is not None,
+            degraded_reason=degraded_reason,
+            timings_ms={"rank": (time.perf_counter() - t0) * 1000},
+        )
+
+
+def _exclude(log_scores: Mapping[str, float], current: str | None) -> dict[str, float]:
+    return {a: (-math.inf if a == current else v) for a, v in log_scores.items()}
+
+
+def _renormalise_without(probs: Mapping[str, float], current: str | None) -> dict[str, float]:
+    kept = {a: (0.0 if a == current else p) for a, p in probs.items()}
+    total = sum(kept.values())
+    return {a: p / total for a, p in kept.items()} if total > 0 else dict(kept)

@@ -1,0 +1,1 @@
+"""llm-sap offline side: data loading, metrics, evaluation, prior selection, training."""

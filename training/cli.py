@@ -1,0 +1,94 @@
+"""The ``llm-sap`` command line: one entry point, one module per subcommand.
+
+``main(argv)`` returns the exit code (0 ok, 2 bad input, 1 unexpected failure), so tests call
+it directly. Bad input prints one line, ``llm-sap: error: ...``, naming the cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
+
+import structlog
+from rich.console import Console
+
+from planner.exceptions import PlannerError
+from planner.logs import configure_logging
+from training.config import load_config
+from training.exceptions import TrainingError
+
+# subcommand -> (module, one-line help). Modules are imported only when their command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "evaluate": ("training.commands.evaluate", "score a planner (or predictions) on the CholecT50-SAP split"),
+    "select-prior": ("training.commands.select_prior", "choose the sequence prior's settings by CV"),
+}
+
+
+class UsageError(Exception):
+    """A command line that argparse rejects."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration")
+    g.add_argument("--config", type=Path, action="append", default=[], help="TOML file over the defaults")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key")
+    g.add_argument("--log-format", choices=("console", "json"), help="log format (default: console)")
+    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def build_parser() -> tuple[_Parser, dict[str, ModuleType]]:
+    parser = _Parser(prog="llm-sap", description="Real-time surgical action planning assistant.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    modules: dict[str, ModuleType] = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        _common(p)
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    if not console.is_terminal:  # files and CI logs: wide enough for the 13-column table
+        console = Console(width=150)
+    err = Console(stderr=True)
+    try:
+        parser, modules = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        module = modules[args.command]
+        cli_sets = list(args.set)
+        if args.log_format:
+            cli_sets.append(f"logging.format={args.log_format!r}")
+        if args.log_level:
+            cli_sets.append(f"logging.level={args.log_level!r}")
+        cfg = load_config(args.config, [*cli_sets, *module.overrides(args)])
+        configure_logging(cfg.logging.format, cfg.logging.level)
+        code: int = module.run(cfg, args, console)
+        return code
+    except (UsageError, TrainingError, PlannerError) as exc:
+        err.print(f"llm-sap: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("llm-sap: interrupted", markup=False)
+        return 130
+    except Exception as exc:  # unexpected: log it with its traceback, exit 1
+        structlog.get_logger(__name__).exception("cli.failed", error=str(exc))
+        return 1
+
+
+def entry() -> NoReturn:
+    sys.exit(main())

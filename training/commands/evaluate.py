@@ -1,0 +1,78 @@
+"""``llm-sap evaluate``: a planner (or predictions made elsewhere) on the paper's split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import structlog
+from rich.console import Console
+
+from planner.atomic import atomic_write_json
+from training.cholect50 import load_annotations
+from training.config import AppConfig
+from training.evaluate import PAPER_BEST, predict, read_predictions, score, write_predictions
+from training.exceptions import PredictionsError
+from training.planning import build_planner, build_prior
+from training.report import metrics_table, progress_bar
+
+log = structlog.get_logger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--annotations", type=Path, required=True, help="CholecT50-SAP total_video_info.json")
+    p.add_argument("--planner", help="engine spec: prior (default), or NAME:ARG of a model engine")
+    p.add_argument("--prior", type=Path, help="a fitted prior JSON (default: fit on the training videos)")
+    p.add_argument("--split", choices=("train", "test", "all"), help="samples to score (default: test)")
+    p.add_argument("--predictions-in", type=Path, help="score these JSONL predictions instead of a planner")
+    p.add_argument("--predictions-out", type=Path, help="write the planner's predictions as JSONL")
+    p.add_argument("--json", type=Path, dest="json_out", help="write the metrics as JSON")
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.planner:
+        out.append(f"planner.engine={args.planner!r}")
+    if args.split:
+        out.append(f"training.evaluate.split={args.split!r}")
+    return out
+
+
+def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    data = load_annotations(args.annotations)
+    samples = data.split(cfg.training.evaluate.split)
+    if args.predictions_in:
+        ranked = read_predictions(args.predictions_in)
+        known = {s.key for s in data.samples}
+        unknown = [k for k in ranked if k not in known]
+        if unknown:
+            v, c = unknown[0]
+            raise PredictionsError(
+                f"{args.predictions_in}: {v}/{c} is not a planning sample of {args.annotations}"
+            )
+        name = f"predictions: {args.predictions_in.name}"
+    else:
+        prior = build_prior(cfg, data, args.prior)
+        planner = build_planner(cfg, prior)
+        try:
+            with progress_bar(f"planning with {planner.engine.name}", len(samples), console) as update:
+                predictions = predict(planner, samples, on_progress=update)
+        finally:
+            planner.close()
+        if args.predictions_out:
+            write_predictions(args.predictions_out, predictions)
+        ranked = {(p.video, p.clip): p.ranked for p in predictions}
+        name = f"{planner.engine.name}: {planner.engine.model}"
+    report = score(samples, ranked)
+    caption = (
+        f"{report.samples} samples ({report.relaxed_samples} with a next clip, for the relaxed metrics) "
+        f"from {report.videos} videos, split '{cfg.training.evaluate.split}'"
+    )
+    rows = [("Paper, Table 1 (best per column)", PAPER_BEST), (name, report.metrics)]
+    console.print(metrics_table("CholecT50-SAP next-action planning (%)", rows, caption))
+    if args.json_out:
+        atomic_write_json(
+            args.json_out, {**report.to_dict(), "planner": name, "split": cfg.training.evaluate.split}
+        )
+    log.info("evaluate.done", samples=report.samples, slacc1=report.metrics["SLAcc@1"])
+    return 0
