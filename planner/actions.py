@@ -71,7 +71,7 @@ _STEMS: Final[dict[str, tuple[str, ...]]] = {
     ASPIRATION: ("aspirat", "suction", "irrigat"),
     COAGULATION: ("coagul", "cauter", "hemosta", "haemosta"),
     DISSECTION: ("dissect",),
-    TISSUE_RETRACTION: ("retract",),
+    TISSUE_RETRACTION: ("retract", "grasp"),
     VESSEL_CLIPPING: ("clip", "ligat"),
 }
 

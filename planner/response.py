@@ -87,6 +87,7 @@ class _Item:
 
 def parse_response(text: str) -> StructuredResponse | Unparseable:
     """Parse a planner answer, JSON first, then free text; never raises on a ``str``."""
+    text = re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL)  # reasoning models' scratchpad
     if not text.strip():
         return Unparseable("empty response")
     for value, whole_chunk in _json_values(text):
@@ -115,9 +116,8 @@ def _build(progress: str, safety: str, items: list[_Item], unknown: tuple[str, .
         if len(actions) == MAX_ACTIONS:
             break
     if not actions:
-        return Unparseable(
-            " ".join(f"no action label found among ranked items: {'; '.join(unknowns)}".split())[:160]
-        )
+        names = " ".join("; ".join(unknowns).split())
+        return Unparseable(f"no action label found among ranked items: {names}"[:160])
     return StructuredResponse(progress.strip(), safety.strip(), tuple(actions.values()), tuple(unknowns))
 
 
@@ -219,19 +219,20 @@ def _json_items(value: object, depth: int = 0) -> list[_Item]:
     """Items from a string (free-text list), a list, an item object or an object of ranked items."""
     if isinstance(value, str):
         return _section_items(value.splitlines(), plain_ok=True)
-    if isinstance(value, list) and depth < 3:
-        nested = [
-            _json_items(v, depth + 1) if isinstance(v, dict | list) else [_item_line(str(v))] for v in value
+    if value is None or depth > 3:
+        return []
+    if isinstance(value, list):  # one item per string, whatever it holds
+        return [
+            i for v in value for i in ([_line_item(v)] if isinstance(v, str) else _json_items(v, depth + 1))
         ]
-        return [item for items in nested for item in items]
-    if not isinstance(value, dict) or depth >= 3:
-        return [] if value is None or isinstance(value, list | dict) else [_item_line(str(value))]
+    if not isinstance(value, dict):
+        return [_line_item(str(value))]
     keys = {_key(k): v for k, v in value.items()}
     action_key = next((k for k in keys if k in _ACTION_KEYS), None)
     if action_key is None:  # {"1": {...}, "2": {...}}: the values in order, ranked by their keys
         ranked = [(_json_items(v, depth + 1), _number(k)) for k, v in value.items()]
         return [replace(i, rank=r) if len(its) == 1 else i for its, r in ranked for i in its]
-    item = _item_line(_as_text(keys[action_key]))
+    item = _line_item(_as_text(keys[action_key]))
     why = next((_as_text(v) for k, v in keys.items() if k in _WHY_KEYS), "")
     rank = next((_number(v) for k, v in keys.items() if k in _RANK_KEYS), None)
     return [replace(item, rationale=why or item.rationale, rank=item.rank if rank is None else rank)]
@@ -266,26 +267,26 @@ _SECTIONS: Final = {
     r"|(?:current )?phase",
 }
 _RANKED: Final = re.compile(
-    r"^[-*+•·_\s]*(top|rank|action|option|choice)[\s\-_#]*([0-9]{1,2})(?![0-9])[\s*_:.)\-–—]*", re.I
+    r"^[-*+•·_\s]*(top|rank|action|option)[\s\-_#]*(\d{1,2})(?!\d)[\s*_:.)\-–—]*", re.I
 )
-_NUMBERED: Final = re.compile(r"^[*_]*\(?([0-9]{1,2})(?:[.)](?![0-9])|:|\s+[-–—])[\s*_]*")
+_NUMBERED: Final = re.compile(r"^[*_]*\(?(\d{1,2})(?:[.)](?!\d)|:|\s+[-–—])[\s*_]*")
 _BULLET: Final = re.compile(r"^[-*+•·]\s+")
 _SEPARATOR: Final = re.compile(r"\s[-–—]\s|[–—]|:|\(|;|\.\s|,\s|\sbecause\s|\s\|\s")
 _KEY_PREFIX: Final = re.compile(r"^(?:next\s+)?(?:action|label|answer|prediction)\s*:\s*", re.I)
-_WHY_PREFIX: Final = re.compile(r"^(?:rationale|reason|justification|why|because)\b\s*[:\-–—]?\s*", re.I)
+_WHY_PREFIX: Final = re.compile(
+    r"^(?:rationale|reasoning|reason|justification|why|because)\b\s*[:\-–—]?\s*", re.I
+)
 
 
 def _parse_text(text: str) -> _Result:
     """Split into sections by their headings, then read the ranked items."""
-    sections: dict[str, list[str]] = {
-        name: [] for name in ("preamble", "progress", "safety", "actions", "other")
-    }
+    sections: dict[str, list[str]] = {k: [] for k in ("preamble", "progress", "safety", "actions", "other")}
     current, seen = "preamble", set()
     for raw in text.splitlines():
         line = raw.strip().lstrip(">").strip()
         if not line or line.startswith("```"):
             continue
-        if (heading := _heading(line)) is not None:
+        if (heading := _heading(line, current)) is not None:
             current, line = heading
             seen.add(current)
         elif (m := _RANKED.match(line)) and m.group(1).lower() in ("top", "rank", "action"):
@@ -299,17 +300,18 @@ def _parse_text(text: str) -> _Result:
     return _build("\n".join(sections["progress"]), "\n".join(sections["safety"]), items)
 
 
-def _heading(line: str) -> tuple[str, str] | None:
+def _heading(line: str, current: str) -> tuple[str, str] | None:
     """(section, rest of the line) when the line opens a section ("**Next Actions:**", "### Safety")."""
     body = line.lstrip("#").strip()
-    if _RANKED.match(body):
-        return None
     head, colon, rest = body.partition(":")
     name = re.sub(r"^[0-9]+ ", "", normalize_text(head))
     section = next((s for s, pattern in _SECTIONS.items() if re.fullmatch(pattern, name)), None)
     if section is None and line.startswith("#") and not colon and to_label(body) is None:
         section = "other"
-    return None if section is None else (section, rest.strip().strip("*_").strip())
+    rest = rest.strip().strip("*_").strip()
+    if section == "other" and current != "preamble" and (current != "actions" or rest):
+        return None  # "Note: ..." inside a section is that section's content
+    return None if section is None else (section, rest)
 
 
 def _mark(line: str) -> tuple[str, int | None, str]:
@@ -327,13 +329,11 @@ def _section_items(lines: list[str], plain_ok: bool) -> list[_Item]:
     split = [p.strip() for line in lines for p in _split_inline(line) if p.strip()]
     marked = [_mark(line) for line in split]
     kinds = {kind for kind, _, _ in marked}
-    item_kinds = (
-        ({"ranked", "numbered"} & kinds) or ({"bullet"} & kinds) or ({"plain"} if plain_ok else set())
-    )
+    wanted = ({"ranked", "numbered"} & kinds) or ({"bullet"} & kinds) or ({"plain"} if plain_ok else set())
     items: list[_Item] = []
     for kind, rank, body in marked:
         item = _split_item(body, rank)
-        if kind in item_kinds and (kind != "plain" or _plain_item(item)):
+        if kind in wanted and not _WHY_PREFIX.match(item.whole) and (kind != "plain" or _plain_item(item)):
             items.append(item)
         elif items:
             extra = _clean_rationale(_unmark(body))
@@ -350,12 +350,10 @@ def _split_inline(line: str) -> list[str]:
 
 def _plain_item(item: _Item) -> bool:
     """An unmarked line is an item when it names an action or is short; long prose is a rationale."""
-    if item.whole.endswith(":") or _WHY_PREFIX.match(item.whole):
-        return False
-    return to_label(item.head) is not None or len(item.whole.split()) <= 4
+    return not item.whole.endswith(":") and (to_label(item.head) is not None or len(item.whole.split()) <= 4)
 
 
-def _item_line(line: str) -> _Item:
+def _line_item(line: str) -> _Item:
     _, rank, body = _mark(line.strip())
     return _split_item(body, rank)
 

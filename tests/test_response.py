@@ -143,7 +143,10 @@ def test_bold_headings_and_bullet_items() -> None:
 
 
 def test_top_k_lines_without_actions_heading() -> None:
-    text = "Safety: keep away from the CBD\nTop-1: Dissection (open Calot)\nTop-2: Coagulation (ooze)\nTop-3: Clipping"
+    text = (
+        "Safety: keep away from the CBD\n"
+        "Top-1: Dissection (open Calot)\nTop-2: Coagulation (ooze)\nTop-3: Clipping"
+    )
     r = parsed(text)
     assert r.ranked_labels == ("Dissection", "Coagulation", "Vessel Clipping")
     assert r.safety_considerations == "keep away from the CBD"
