@@ -19,17 +19,17 @@ from rich.console import Console
 from planner.exceptions import PlannerError
 from planner.logs import configure_logging
 from training.config import load_config
-from training.exceptions import TrainingError
+from streamer.exceptions import StreamerError
+from training.exceptions import TrainingError, UsageError
 
 # subcommand -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.commands.evaluate", "score a planner (or predictions) on the CholecT50-SAP split"),
     "select-prior": ("training.commands.select_prior", "choose the sequence prior's settings by CV"),
+    "serve": ("training.commands.serve", "run the live service until stopped"),
+    "replay": ("training.commands.replay", "a recorded video through the live pipeline, into a report"),
+    "demo": ("training.commands.demo", "the whole system on embedded defaults, watched from the terminal"),
 }
-
-
-class UsageError(Exception):
-    """A command line that argparse rejects."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(cfg.logging.format, cfg.logging.level)
         code: int = module.run(cfg, args, console)
         return code
-    except (UsageError, TrainingError, PlannerError) as exc:
+    except (TrainingError, PlannerError, StreamerError) as exc:
         err.print(f"llm-sap: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.planner import PlannerSettings
 from planner.prior import PriorSettings
+from streamer.config import ServiceConfig
 from training.exceptions import ConfigError
 
 
@@ -51,6 +52,7 @@ class LoggingConfig(_Section):
 
 
 class AppConfig(_Section):
+    service: ServiceConfig = ServiceConfig()
     planner: PlannerConfig = PlannerConfig()
     training: TrainingConfig = TrainingConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -17,3 +17,7 @@ class PredictionsError(TrainingError, ValueError):
 
 class ConfigError(TrainingError, ValueError):
     """A configuration file or flag names an unknown key or a bad value."""
+
+
+class UsageError(TrainingError, ValueError):
+    """A command line that cannot be run as given (argparse rejections included)."""

@@ -1,0 +1,27 @@
+"""Errors of the streaming service. Each names the bad value; bad input maps to exit code 2."""
+
+from __future__ import annotations
+
+
+class StreamerError(Exception):
+    """Base class of the streamer package's errors."""
+
+
+class SourceError(StreamerError):
+    """A video source cannot be opened or decoded (missing file, corrupt data, unreachable URL)."""
+
+
+class TimelineError(StreamerError, ValueError):
+    """A timeline annotation is missing or malformed (names the row and the value)."""
+
+
+class CheckpointError(StreamerError, ValueError):
+    """A recognizer checkpoint is missing or malformed."""
+
+
+class BrokerURLError(StreamerError, ValueError):
+    """An MQTT broker URL cannot be understood."""
+
+
+class PayloadError(StreamerError, ValueError):
+    """A payload fails its JSON Schema (a bug: payloads are validated before they go out)."""

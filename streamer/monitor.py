@@ -1,0 +1,101 @@
+"""A terminal view of one room, as an MQTT subscriber sees it (used by ``llm-sap demo``).
+
+Formatting is pure (``format_message``); ``watch`` is the subscriber loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from streamer.mqtt.url import parse_broker_url
+from streamer.payloads import Topics
+
+_ACTION_STYLE = {
+    "Aspiration": "cyan",
+    "Coagulation": "magenta",
+    "Dissection": "yellow",
+    "Tissue Retraction": "green",
+    "Vessel Clipping": "red",
+}
+
+
+def _clock(seconds: float | None) -> str:
+    s = max(seconds or 0.0, 0.0)
+    return f"{int(s // 60):02d}:{s % 60:04.1f}"
+
+
+def format_message(topic: str, payload: dict[str, Any]) -> Text | None:
+    kind = payload.get("type")
+    if topic.endswith("/recommendation/current"):
+        return None  # the retained copy of a recommendation already shown
+    if kind == "clip":
+        clip = payload["clip"]
+        text = Text(f"{_clock(payload.get('detected_s'))}  clip #{clip['index']} {payload['event']:<7} ")
+        text.append(clip["action"], style=_ACTION_STYLE.get(clip["action"], ""))
+        if payload["event"] == "ended":
+            text.append(f"  ({clip['end_s'] - clip['start_s']:.1f} s)", style="dim")
+        return text
+    if kind == "recommendation":
+        text = Text(f"{_clock(payload.get('stream_time_s'))}  ")
+        if payload["refresh"]:
+            resp = payload.get("response") or {}
+            first = (resp.get("next_actions") or [{}])[0]
+            text.append("   why: ", style="dim")
+            text.append(f"{first.get('rationale', '')}", style="italic")
+            return text
+        text.append("next ▶ ", style="bold")
+        for i, r in enumerate(payload["ranked"][:3]):
+            style = _ACTION_STYLE.get(r["action"], "")
+            text.append(r["action"], style=f"bold {style}" if i == 0 else style)
+            text.append(f" {r['score']:.2f}" + ("   " if i < 2 else ""), style="dim")
+        lat = payload.get("latency_ms", {}).get("total")
+        text.append(f"  [{payload['engine']}{', DEGRADED' if payload['degraded'] else ''}", style="dim")
+        text.append(f", {lat:.1f} ms]" if lat is not None else "]", style="dim")
+        return text
+    if kind == "status":
+        style = "bold green" if payload["state"] == "online" else "bold red"
+        reason = f" ({payload['reason']})" if payload.get("reason") else ""
+        return Text(f"assistant {payload['state']}, stream {payload['stream']}{reason}", style=style)
+    return None
+
+
+async def watch(
+    broker_url: str,
+    room: str,
+    console: Console,
+    *,
+    ready: asyncio.Event | None = None,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+) -> int:
+    """Print every message of ``room`` until ``until(payload)`` is true; return the count."""
+    import aiomqtt
+
+    settings = parse_broker_url(broker_url)
+    topics = Topics(room)
+    count = 0
+    async with aiomqtt.Client(
+        settings.host,
+        settings.port,
+        username=settings.username,
+        password=settings.password,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        identifier=f"llm-sap-monitor-{room}",
+    ) as client:
+        await client.subscribe(f"{topics.recommendation.rsplit('/', 1)[0]}/#", qos=1)
+        if ready is not None:
+            ready.set()
+        async for message in client.messages:
+            payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+            count += 1
+            line = format_message(str(message.topic), payload)
+            if line is not None:
+                console.print(line)
+            if until is not None and until(payload):
+                break
+    return count

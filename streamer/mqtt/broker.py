@@ -1,0 +1,71 @@
+"""An embedded MQTT 3.1.1 broker (amqtt) on loopback, for when no broker is configured.
+
+Anonymous access, loopback only (amqtt's default listener would bind 0.0.0.0: we always bind).
+No persistence and no offline queues for anonymous clients: production uses mosquitto.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("streamer.mqtt")
+
+
+class EmbeddedBroker:
+    """``url = await EmbeddedBroker().start()`` … ``await broker.stop()``. ``port=0``: a free port."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"the embedded broker binds a loopback IP only (anonymous access), got {host!r}")
+        if not 0 <= port < 65536:
+            raise ValueError(f"embedded broker port must be 0..65535, got {port}")
+        self.host = host
+        self.port = port
+        self._broker: Any = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"mqtt://{host}:{self.port}"
+
+    async def start(self) -> str:
+        """Start listening; returns ``mqtt://HOST:PORT`` (the real port when 0 was asked)."""
+        if self._broker is not None:
+            raise RuntimeError("embedded broker already started")
+        from amqtt.broker import Broker  # lazy: only the demo / tests without mosquitto need it
+
+        bind = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": bind}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
+        )
+        await broker.start()
+        self._broker = broker
+        if self.port == 0:
+            # amqtt has no public accessor for the bound port (pinned amqtt 0.12).
+            sockets = broker._servers["default"].instance.sockets
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("mqtt_embedded_broker_started", port=self.port)
+        return self.url
+
+    async def stop(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.shutdown()
+            log.info("mqtt_embedded_broker_stopped", port=self.port)
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

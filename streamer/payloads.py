@@ -1,0 +1,206 @@
+"""MQTT contract v1: topics and payload building (pure), validated against the shipped schemas.
+
+Topics, with ``{room}`` the operating-room id:
+- ``llm-sap/v1/{room}/recommendation``          every recommendation, QoS 1
+- ``llm-sap/v1/{room}/recommendation/current``  the latest, retained, with expiry
+- ``llm-sap/v1/{room}/clip``                    clip started / ended, QoS 1
+- ``llm-sap/v1/{room}/status``                  online / offline, retained; also the Last Will
+
+Every payload carries ``id`` (unique: deduplicate on it), ``seq`` (per session and per message
+type, +1 each time: a jump is a gap), ``session_id``, ``time`` and ``valid_until`` (UTC ISO
+8601), and the stream time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from planner.recommendation import Recommendation
+from streamer.events import ClipEnded, ClipStarted
+from streamer.exceptions import PayloadError
+
+VERSION = 1
+ADVISORY_NOTICE = "Advisory only: the operating surgeon decides every action."
+_ROOM = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def validate_room(room: str) -> str:
+    """Room ids become topic levels: letters, digits, ``_ . -`` only (no ``/ + #``)."""
+    if not _ROOM.fullmatch(room):
+        raise ValueError(f"room id {room!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    return room
+
+
+class Topics:
+    def __init__(self, room: str, prefix: str = "llm-sap/v1") -> None:
+        base = f"{prefix}/{validate_room(room)}"
+        self.recommendation = f"{base}/recommendation"
+        self.current = f"{base}/recommendation/current"
+        self.clip = f"{base}/clip"
+        self.status = f"{base}/status"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@cache
+def _validators() -> dict[str, Draft202012Validator]:
+    folder = resources.files("streamer") / "schemas"
+    docs = {name: json.loads((folder / f"{name}.schema.json").read_text()) for name in _KINDS + ("common",)}
+    registry: Registry[Any] = Registry().with_resources(
+        (f"{name}.schema.json", Resource.from_contents(doc)) for name, doc in docs.items()
+    )
+    registry = registry.with_resources((doc["$id"], Resource.from_contents(doc)) for doc in docs.values())
+    return {
+        name: Draft202012Validator(docs[name], registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        for name in _KINDS
+    }
+
+
+_KINDS: tuple[str, ...] = ("recommendation", "clip", "status")
+
+
+def validate_payload(payload: Mapping[str, Any]) -> None:
+    kind = payload.get("type")
+    validator = _validators().get(str(kind))
+    if validator is None:
+        raise PayloadError(f"payload type {kind!r} is not one of {_KINDS}")
+    error = next(iter(validator.iter_errors(payload)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise PayloadError(f"{kind} payload invalid at {where}: {error.message}")
+
+
+class PayloadFactory:
+    """Builds one session's payloads for one room: ids, per-type seq counters, timestamps."""
+
+    def __init__(
+        self,
+        room: str,
+        *,
+        session_id: str | None = None,
+        recommendation_ttl_s: float = 120.0,
+        status_ttl_s: float = 24 * 3600.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        import time
+
+        self.room = validate_room(room)
+        self.session_id = session_id or uuid.uuid4().hex
+        self.recommendation_ttl_s = recommendation_ttl_s
+        self.status_ttl_s = status_ttl_s
+        self._clock = clock or time.time
+        self._seq: dict[str, int] = {}
+
+    def _envelope(self, kind: str, ttl_s: float, stream_time_s: float | None) -> dict[str, Any]:
+        now = self._clock()
+        self._seq[kind] = self._seq.get(kind, 0) + 1
+        return {
+            "v": VERSION,
+            "type": kind,
+            "id": uuid.uuid4().hex,
+            "seq": self._seq[kind],
+            "session_id": self.session_id,
+            "room": self.room,
+            "time": iso(now),
+            "valid_until": iso(now + ttl_s),
+            "stream_time_s": None if stream_time_s is None else round(max(stream_time_s, 0.0), 3),
+        }
+
+    def recommendation(
+        self,
+        rec: Recommendation,
+        clip: ClipStarted,
+        *,
+        stream_time_s: float,
+        stamps: Mapping[str, float],
+        refresh: bool = False,
+        text_model: str | None = None,
+    ) -> dict[str, Any]:
+        payload = self._envelope("recommendation", self.recommendation_ttl_s, stream_time_s)
+        response = None
+        if rec.response is not None:
+            response = {**rec.response.to_dict(), "model": text_model or rec.model}
+        payload.update(
+            advisory=True,
+            notice=ADVISORY_NOTICE,
+            clip={"index": clip.index, "action": clip.action, "start_s": round(clip.start_s, 3)},
+            current_action=rec.current_action,
+            history=list(rec.history),
+            ranked=[
+                {"rank": i, "action": s.action, "score": round(s.score, 6)} for i, s in enumerate(rec.ranked, 1)
+            ],
+            engine=rec.engine,
+            model=rec.model,
+            degraded=rec.degraded,
+            degraded_reason=rec.degraded_reason,
+            refresh=refresh,
+            response=response,
+            latency_ms=latencies_ms(stamps),
+            stamps={k: round(v, 6) for k, v in stamps.items()},
+        )
+        validate_payload(payload)
+        return payload
+
+    def clip(self, event: ClipStarted | ClipEnded, stamps: Mapping[str, float]) -> dict[str, Any]:
+        stream_time = event.detected_s
+        payload = self._envelope("clip", self.recommendation_ttl_s, stream_time)
+        clip: dict[str, Any] = {"index": event.index, "action": event.action, "start_s": round(event.start_s, 3)}
+        if isinstance(event, ClipEnded):
+            clip["end_s"] = round(event.end_s, 3)
+        payload.update(
+            event="started" if isinstance(event, ClipStarted) else "ended",
+            clip=clip,
+            detected_s=round(event.detected_s, 3),
+            stamps={k: round(v, 6) for k, v in stamps.items()},
+        )
+        validate_payload(payload)
+        return payload
+
+    def status(
+        self,
+        state: str,
+        stream: str,
+        reason: str | None = None,
+        *,
+        engine: str | None = None,
+        model: str | None = None,
+    ) -> dict[str, Any]:
+        payload = self._envelope("status", self.status_ttl_s, None)
+        payload.update(state=state, stream=stream, reason=reason)
+        if engine:
+            payload["engine"] = engine
+        if model:
+            payload["model"] = model
+        validate_payload(payload)
+        return payload
+
+
+#: Wall-clock stamps, in pipeline order; latency of a stage = its stamp minus the previous one.
+STAGES: tuple[str, ...] = ("captured", "decoded", "recognized", "segmented", "planned", "published")
+
+
+def latencies_ms(stamps: Mapping[str, float]) -> dict[str, float]:
+    """Per-stage latency in ms from wall-clock stamps, plus ``total`` (first to last stamp)."""
+    present = [s for s in STAGES if s in stamps]
+    out: dict[str, float] = {}
+    for prev, cur in zip(present, present[1:], strict=False):
+        out[cur] = round((stamps[cur] - stamps[prev]) * 1000, 3)
+    if len(present) >= 2:
+        out["total"] = round((stamps[present[-1]] - stamps[present[0]]) * 1000, 3)
+    return out
+
+
+def encode(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,90 @@
+"""What a replay produces: clips found against the timeline, recommendations, latency, throughput.
+
+The pieces here are pure: a sink that records payloads, and the comparison of found clips with
+the timeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamer.recognizers.timeline import Timeline
+
+
+@dataclass
+class RecordingSink:
+    """Keeps every payload it is given (bounded), in order, with its topic."""
+
+    limit: int = 100_000
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    dropped: int = 0
+
+    def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
+        if len(self.messages) >= self.limit:
+            self.dropped += 1
+            return
+        self.messages.append((topic, payload))
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [p for _, p in self.messages if p.get("type") == kind]
+
+
+def true_clips(timeline: Timeline, end_s: float) -> list[dict[str, Any]]:
+    """The timeline's clips that overlap the stream [0, end_s]."""
+    rows = timeline.rows()
+    out = []
+    for i, (start, action) in enumerate(rows):
+        stop = rows[i + 1][0] if i + 1 < len(rows) else end_s
+        if start >= end_s:
+            break
+        out.append({"action": action, "start_s": start, "end_s": min(stop, end_s)})
+    return out
+
+
+def compare_clips(
+    found: Sequence[dict[str, Any]], truth: Sequence[dict[str, Any]], tolerance_s: float = 5.0
+) -> dict[str, Any]:
+    """Match each true clip to a found clip with the same action starting within ``tolerance_s``."""
+    used: set[int] = set()
+    errors: list[float] = []
+    for t in truth:
+        best = None
+        for j, f in enumerate(found):
+            if j in used or f["action"] != t["action"]:
+                continue
+            err = f["start_s"] - t["start_s"]
+            if abs(err) <= tolerance_s and (best is None or abs(err) < abs(best[1])):
+                best = (j, err)
+        if best is not None:
+            used.add(best[0])
+            errors.append(best[1])
+    return {
+        "true_clips": len(truth),
+        "found_clips": len(found),
+        "matched": len(errors),
+        "missed": len(truth) - len(errors),
+        "extra": len(found) - len(used),
+        "onset_error_s": {
+            "mean_abs": round(sum(abs(e) for e in errors) / len(errors), 3) if errors else None,
+            "max_abs": round(max(abs(e) for e in errors), 3) if errors else None,
+        },
+        "tolerance_s": tolerance_s,
+        "time_agreement": _time_agreement(found, truth),
+    }
+
+
+def _time_agreement(found: Sequence[dict[str, Any]], truth: Sequence[dict[str, Any]]) -> float | None:
+    """Share of the stream time (over the true clips' span) where the found action is the true one."""
+    total = sum(t["end_s"] - t["start_s"] for t in truth)
+    if total <= 0:
+        return None
+    agree = 0.0
+    for t in truth:
+        for f in found:
+            if f["action"] != t["action"]:
+                continue
+            lo, hi = max(t["start_s"], f["start_s"]), min(t["end_s"], f["end_s"])
+            agree += max(0.0, hi - lo)
+    return round(agree / total, 4)

@@ -1,0 +1,197 @@
+"""The service: several streams in one process, one room each, each with its own MQTT link.
+
+Each stream has its own pipeline, worker threads and MQTT publisher (so each room has its own
+Last Will on its own status topic), so one slow or failed stream never delays another. With no
+broker configured, an embedded amqtt broker on 127.0.0.1 is started first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+
+from planner.planner import Planner
+from streamer.config import ServiceConfig, StreamConfig
+from streamer.exceptions import StreamerError
+from streamer.mqtt.outbox import OutMessage
+from streamer.mqtt.publisher import MqttPublisher
+from streamer.mqtt.url import BrokerSettings, parse_broker_url
+from streamer.payloads import PayloadFactory, Topics, encode
+from streamer.pipeline import PayloadSink, PipelineSettings, StreamPipeline, StreamState
+from streamer.recognizers import create_recognizer
+from streamer.sources import open_source
+from streamer.sources.base import FrameSource
+
+log = structlog.get_logger(__name__)
+
+SourceFactory = Callable[[StreamConfig, ServiceConfig], FrameSource]
+SinkFactory = Callable[[str], Sequence[PayloadSink]]
+
+
+class MqttSink:
+    """Hands payloads to a publisher's bounded outbox (never blocks)."""
+
+    def __init__(self, publisher: MqttPublisher) -> None:
+        self.publisher = publisher
+
+    def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
+        self.publisher.publish(
+            OutMessage(topic, encode(payload), qos=1, retain=retain, expires_at=expires_at, message_id=payload["id"])
+        )
+
+
+def default_source(stream: StreamConfig, cfg: ServiceConfig) -> FrameSource:
+    size = (cfg.frame_size, cfg.frame_size)
+    return open_source(stream.source, realtime=cfg.realtime, output_size=size)
+
+
+@dataclass
+class StreamRun:
+    config: StreamConfig
+    pipeline: StreamPipeline
+    publisher: MqttPublisher
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+class Service:
+    def __init__(
+        self,
+        cfg: ServiceConfig,
+        *,
+        planner_factory: Callable[[], Planner],
+        source_factory: SourceFactory = default_source,
+        extra_sinks: SinkFactory | None = None,
+    ) -> None:
+        if not cfg.streams:
+            raise StreamerError("no streams configured: give --source, or [[service.streams]] in a config file")
+        self.cfg = cfg
+        self.planner_factory = planner_factory
+        self.source_factory = source_factory
+        self.extra_sinks = extra_sinks
+        self.broker_url: str | None = cfg.mqtt.broker
+        self._embedded: Any = None
+        self.runs: list[StreamRun] = []
+        self.started = asyncio.Event()
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _broker_settings(self) -> BrokerSettings:
+        assert self.broker_url is not None
+        base = parse_broker_url(self.broker_url)
+        m = self.cfg.mqtt
+        return replace(
+            base,
+            tls=base.tls or bool(m.ca_file),
+            ca_file=m.ca_file,
+            cert_file=m.cert_file,
+            key_file=m.key_file,
+            tls_insecure=m.tls_insecure,
+            protocol=m.protocol,
+        )
+
+    def _build(self, stream: StreamConfig) -> StreamRun:
+        spec = stream.recognizer or self.cfg.recognizer
+        if not spec:
+            raise StreamerError(f"room {stream.room}: no recognizer (give --recognizer timeline:FILE or checkpoint:FILE)")
+        recognizer = create_recognizer(spec, self.cfg.recognizer_rate_hz)
+        source = self.source_factory(stream, self.cfg)
+        payloads = PayloadFactory(stream.room, recommendation_ttl_s=self.cfg.recommendation_ttl_s)
+        topics = Topics(stream.room)
+        holder: dict[str, StreamPipeline] = {}
+
+        def will() -> OutMessage:
+            payload = payloads.status("offline", "unknown", "connection lost")
+            return OutMessage(topics.status, encode(payload), qos=1, retain=True, message_id=payload["id"])
+
+        def on_connect() -> list[OutMessage]:
+            payload = holder["p"].status_payload("online")
+            return [OutMessage(topics.status, encode(payload), qos=1, retain=True, message_id=payload["id"])]
+
+        publisher = MqttPublisher(
+            self._broker_settings(),
+            client_id=f"{self.cfg.mqtt.client_id_prefix}-{stream.room}-{payloads.session_id[:8]}",
+            outbox_size=self.cfg.mqtt.outbox_size,
+            will=will,
+            on_connect_messages=on_connect,
+            publish_timeout_s=self.cfg.mqtt.publish_timeout_s,
+        )
+        sinks: list[PayloadSink] = [MqttSink(publisher)]
+        if self.extra_sinks:
+            sinks += list(self.extra_sinks(stream.room))
+        pipeline = StreamPipeline(
+            room=stream.room,
+            source=source,
+            recognizer=recognizer,
+            planner=self.planner_factory(),
+            sinks=sinks,
+            payloads=payloads,
+            segmenter=self.cfg.oracle_segmenter if recognizer.name == "timeline" else self.cfg.segmenter,
+            settings=PipelineSettings(refresh_text=self.cfg.refresh_text),
+        )
+        holder["p"] = pipeline
+        return StreamRun(stream, pipeline, publisher)
+
+    # ---- run ---------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event | None = None, *, exit_when_done: bool = True) -> list[StreamState]:
+        """Run every stream; return when ``stop`` is set, or when all streams are done and
+        ``exit_when_done``. Always publishes an explicit offline status before returning."""
+        stop = stop or asyncio.Event()
+        if self.broker_url is None:
+            from streamer.mqtt.broker import EmbeddedBroker
+
+            self._embedded = EmbeddedBroker()
+            self.broker_url = await self._embedded.start()
+            log.info("service.embedded_broker", url=self.broker_url)
+        try:
+            self.runs = [self._build(s) for s in self.cfg.streams]
+            for run in self.runs:
+                run.tasks.append(asyncio.create_task(run.publisher.run(), name=f"mqtt-{run.config.room}"))
+            for run in self.runs:
+                run.tasks.append(asyncio.create_task(self._run_stream(run), name=f"stream-{run.config.room}"))
+            self.started.set()
+            streams_done = asyncio.gather(*(r.tasks[1] for r in self.runs), return_exceptions=True)
+            stopper = asyncio.create_task(stop.wait())
+            waiting: set[asyncio.Future[Any]] = {stopper}
+            if exit_when_done:
+                waiting.add(streams_done)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                log.info("service.stopping")
+                await asyncio.gather(*(r.pipeline.source.stop() for r in self.runs), return_exceptions=True)
+            await streams_done
+            stopper.cancel()
+            return [r.pipeline.state for r in self.runs]
+        finally:
+            await self._shutdown()
+
+    async def _run_stream(self, run: StreamRun) -> None:
+        pipeline = run.pipeline
+        try:
+            await pipeline.source.start()
+        except StreamerError as exc:
+            pipeline.state.stream, pipeline.state.reason = "failed", str(exc)
+            pipeline.emit_status()
+            log.error("stream.failed", room=run.config.room, reason=str(exc))
+            return
+        try:
+            await pipeline.run()
+        finally:
+            with contextlib.suppress(Exception):
+                await pipeline.source.stop()
+            pipeline.planner.close()
+
+    async def _shutdown(self) -> None:
+        for run in self.runs:
+            payload = run.pipeline.payloads.status("offline", run.pipeline.state.stream, "shutdown")
+            final = OutMessage(run.pipeline.topics.status, encode(payload), qos=1, retain=True, message_id=payload["id"])
+            with contextlib.suppress(Exception):
+                await run.publisher.close(final=[final])
+            for task in run.tasks:
+                task.cancel()
+            await asyncio.gather(*run.tasks, return_exceptions=True)
+        if self._embedded is not None:
+            await self._embedded.stop()

@@ -1,0 +1,53 @@
+"""``llm-sap demo``: everything on embedded defaults, watched from a terminal; ends by itself."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from streamer.demo import run_demo
+from training.config import AppConfig
+from training.exceptions import UsageError
+from training.planning import build_planner, build_prior
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", help="a video file to use instead of the synthetic procedure (needs --timeline)")
+    p.add_argument("--timeline", help="CSV start_s,action (or total_video_info.json#VIDxx) for --video")
+    p.add_argument("--speed", type=float, default=8.0, help="synthetic video speed-up (default 8x)")
+    p.add_argument("--planner", help="planner engine spec (default prior)")
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    out = [] if args.log_level else ["logging.level='warning'"]  # the terminal view is the output
+    return out + ([f"planner.engine={json.dumps(args.planner)}"] if args.planner else [])
+
+
+def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    if args.video and not args.timeline:
+        raise UsageError("--video needs --timeline (the demo's recognizer is the timeline oracle)")
+    if args.speed <= 0:
+        raise UsageError(f"--speed must be > 0, got {args.speed}")
+    prior = build_prior(cfg)
+    console.rule("llm-sap demo: what an MQTT subscriber in the operating room receives")
+    with tempfile.TemporaryDirectory(prefix="llm-sap-demo-") as tmp:
+        summary = asyncio.run(
+            run_demo(
+                cfg.service,
+                lambda: build_planner(cfg, prior),
+                prior,
+                console,
+                Path(tmp),
+                video=args.video,
+                timeline=args.timeline,
+                speed=args.speed,
+            )
+        )
+    console.rule(f"done: {summary['clips']} clips, {summary['recommendations']} recommendations, "
+                 f"{summary['messages']} MQTT messages received")  # fmt: skip
+    return 0

@@ -1,0 +1,79 @@
+"""``llm-sap serve``: the live service, until SIGINT/SIGTERM (drain, publish offline, exit 0)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import structlog
+from rich.console import Console
+
+from streamer.exceptions import SourceError
+from streamer.service import Service
+from training.config import AppConfig
+from training.planning import build_planner, build_prior
+
+log = structlog.get_logger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", help="video file, rtsp://... URL, or synthetic")
+    p.add_argument("--room", default="or-1", help="operating-room id, used in MQTT topics (default or-1)")
+    p.add_argument("--broker", help="mqtt://user:pass@host:port or mqtts://... (default: embedded broker)")
+    p.add_argument("--recognizer", help="timeline:FILE[#VIDEO] or checkpoint:FILE")
+    p.add_argument("--planner", help="planner engine spec (default prior)")
+    p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                   help="pace files by their timestamps like a live feed (default on)")  # fmt: skip
+    p.add_argument("--exit-when-done", action="store_true", help="exit once every stream has ended")
+
+
+def stream_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.source:
+        out.append(f"service.streams=[{{room={json.dumps(args.room)}, source={json.dumps(args.source)}}}]")
+    if args.broker:
+        out.append(f"service.mqtt.broker={json.dumps(args.broker)}")
+    if args.recognizer:
+        out.append(f"service.recognizer={json.dumps(args.recognizer)}")
+    if args.planner:
+        out.append(f"planner.engine={json.dumps(args.planner)}")
+    if getattr(args, "realtime", None) is not None:
+        out.append(f"service.realtime={str(args.realtime).lower()}")
+    return out
+
+
+overrides = stream_overrides
+
+
+def check_local_sources(cfg: AppConfig) -> None:
+    """A file that does not exist is bad input (exit 2), not a live stream failure."""
+    for stream in cfg.service.streams:
+        src = stream.source
+        if src in ("synthetic", "webrtc") or "://" in src:
+            continue
+        if not Path(src).is_file():
+            raise SourceError(f"video {src} not found")
+
+
+def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    check_local_sources(cfg)
+    prior = build_prior(cfg)
+    service = Service(cfg.service, planner_factory=lambda: build_planner(cfg, prior))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await service.run(stop, exit_when_done=args.exit_when_done)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    asyncio.run(main())
+    log.info("serve.stopped")
+    return 0
