@@ -79,6 +79,11 @@ class Planner:
         self._failures = 0
         self._skip_until = 0.0
 
+    @property
+    def instant(self) -> bool:
+        """True when ranking is cheap enough to run inline (the prior engine): no thread hop."""
+        return self._inline
+
     def recommend(self, memory: NHFMemory) -> Recommendation:
         t0 = time.perf_counter()
         prior_log = self.prior.log_scores(memory.history)

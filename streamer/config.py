@@ -45,7 +45,9 @@ class ServiceConfig(_Section):
     frame_size: int = Field(224, ge=16, le=1024)
     segmenter: SegmenterSettings = SegmenterSettings()  # for a pixel recognizer (noisy probabilities)
     # for the timeline oracle (clean one-hot input): no smoothing, a short confirmation
-    oracle_segmenter: SegmenterSettings = SegmenterSettings(smoothing_s=0.0, confirm_s=0.5, compensate_lag=False)
+    oracle_segmenter: SegmenterSettings = SegmenterSettings(
+        smoothing_s=0.0, confirm_s=0.5, compensate_lag=False
+    )
     refresh_text: bool = True
     recommendation_ttl_s: float = Field(120.0, gt=0)
     mqtt: MqttConfig = MqttConfig()

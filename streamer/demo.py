@@ -67,12 +67,16 @@ async def run_demo(
                           f"played at {speed:g}x; broker {url}[/dim]")  # fmt: skip
 
             def source_factory(stream: StreamConfig, c: ServiceConfig) -> FrameSource:
-                return SyntheticSource(rows, duration_s=duration, fps=10.0, size=(64, 64), realtime=True, speed=speed)
+                return SyntheticSource(
+                    rows, duration_s=duration, fps=10.0, size=(64, 64), realtime=True, speed=speed
+                )
         else:
             from streamer.service import default_source as source_factory
         assert timeline is not None
         stream = StreamConfig(room=room, source=video or "synthetic", recognizer=f"timeline:{timeline}")
-        cfg = cfg.model_copy(update={"streams": (stream,), "mqtt": cfg.mqtt.model_copy(update={"broker": url})})
+        cfg = cfg.model_copy(
+            update={"streams": (stream,), "mqtt": cfg.mqtt.model_copy(update={"broker": url})}
+        )
         service = Service(cfg, planner_factory=planner_factory, source_factory=source_factory)
         ready = asyncio.Event()
         done = lambda p: p.get("type") == "status" and p.get("state") == "offline"  # noqa: E731

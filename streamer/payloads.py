@@ -13,6 +13,7 @@ type, +1 each time: a jump is a gap), ``session_id``, ``time`` and ``valid_until
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import uuid
@@ -57,13 +58,15 @@ def iso(ts: float) -> str:
 @cache
 def _validators() -> dict[str, Draft202012Validator]:
     folder = resources.files("streamer") / "schemas"
-    docs = {name: json.loads((folder / f"{name}.schema.json").read_text()) for name in _KINDS + ("common",)}
+    docs = {name: json.loads((folder / f"{name}.schema.json").read_text()) for name in (*_KINDS, "common")}
     registry: Registry[Any] = Registry().with_resources(
         (f"{name}.schema.json", Resource.from_contents(doc)) for name, doc in docs.items()
     )
     registry = registry.with_resources((doc["$id"], Resource.from_contents(doc)) for doc in docs.values())
     return {
-        name: Draft202012Validator(docs[name], registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        name: Draft202012Validator(
+            docs[name], registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
         for name in _KINDS
     }
 
@@ -139,7 +142,8 @@ class PayloadFactory:
             current_action=rec.current_action,
             history=list(rec.history),
             ranked=[
-                {"rank": i, "action": s.action, "score": round(s.score, 6)} for i, s in enumerate(rec.ranked, 1)
+                {"rank": i, "action": s.action, "score": round(s.score, 6)}
+                for i, s in enumerate(rec.ranked, 1)
             ],
             engine=rec.engine,
             model=rec.model,
@@ -156,7 +160,11 @@ class PayloadFactory:
     def clip(self, event: ClipStarted | ClipEnded, stamps: Mapping[str, float]) -> dict[str, Any]:
         stream_time = event.detected_s
         payload = self._envelope("clip", self.recommendation_ttl_s, stream_time)
-        clip: dict[str, Any] = {"index": event.index, "action": event.action, "start_s": round(event.start_s, 3)}
+        clip: dict[str, Any] = {
+            "index": event.index,
+            "action": event.action,
+            "start_s": round(event.start_s, 3),
+        }
         if isinstance(event, ClipEnded):
             clip["end_s"] = round(event.end_s, 3)
         payload.update(
@@ -195,7 +203,7 @@ def latencies_ms(stamps: Mapping[str, float]) -> dict[str, float]:
     """Per-stage latency in ms from wall-clock stamps, plus ``total`` (first to last stamp)."""
     present = [s for s in STAGES if s in stamps]
     out: dict[str, float] = {}
-    for prev, cur in zip(present, present[1:], strict=False):
+    for prev, cur in itertools.pairwise(present):
         out[cur] = round((stamps[cur] - stamps[prev]) * 1000, 3)
     if len(present) >= 2:
         out["total"] = round((stamps[present[-1]] - stamps[present[0]]) * 1000, 3)

@@ -39,7 +39,9 @@ CLIP_QUEUE_BOUND = 64  # clip events are rare (one per ~10 s); the bound only gu
 class PayloadSink(Protocol):
     """Where payloads go (MQTT outbox, web page, report). ``emit`` must never block."""
 
-    def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None: ...
+    def emit(
+        self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ class StreamPipeline:
         self.memory = NHFMemory(
             max_distant=self.settings.memory_max_distant, max_keyframes=self.settings.memory_max_keyframes
         )
-        self._clip_events: asyncio.Queue[tuple[ClipStarted | ClipEnded, dict[str, float]] | None] = asyncio.Queue(
-            CLIP_QUEUE_BOUND
+        self._clip_events: asyncio.Queue[tuple[ClipStarted | ClipEnded, dict[str, float]] | None] = (
+            asyncio.Queue(CLIP_QUEUE_BOUND)
         )
         self._plans: LatestSlot[_PlanRequest] = LatestSlot()
         # one worker thread per stage per stream: a slow stream never holds another's threads
@@ -155,12 +157,15 @@ class StreamPipeline:
                 if frame.pts_s + 1e-9 < next_due:
                     self.state.frames_skipped += 1
                     continue
-                next_due = frame.pts_s + period
+                # a fixed grid of recognition times; after a gap, restart the grid at this frame
+                next_due = next_due + period if frame.pts_s < next_due + period else frame.pts_s + period
                 stamps = {"decoded": frame.decoded_at}
                 if frame.captured_at is not None:
                     stamps["captured"] = frame.captured_at
                 if self.recognizer.needs_pixels:
-                    probs = (await loop.run_in_executor(self._recognize_pool, self.recognizer.predict, [frame]))[0]
+                    probs = (
+                        await loop.run_in_executor(self._recognize_pool, self.recognizer.predict, [frame])
+                    )[0]
                 else:
                     probs = self.recognizer.predict([frame])[0]
                 stamps["recognized"] = time.time()
@@ -184,14 +189,22 @@ class StreamPipeline:
                 self._plans.put(_PlanRequest(self.memory, event, stamps))
             else:
                 self.state.clips.append(
-                    {"index": event.index, "action": event.action, "start_s": event.start_s, "end_s": event.end_s}
+                    {
+                        "index": event.index,
+                        "action": event.action,
+                        "start_s": event.start_s,
+                        "end_s": event.end_s,
+                    }
                 )
         self._plans.close()
 
     async def _plan_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while (request := await self._plans.get()) is not None:
-            rec = await loop.run_in_executor(self._plan_pool, self.planner.recommend, request.memory)
+            if self.planner.instant:
+                rec = self.planner.recommend(request.memory)
+            else:
+                rec = await loop.run_in_executor(self._plan_pool, self.planner.recommend, request.memory)
             if self._plans.pending:  # a newer clip started meanwhile: this one is stale
                 self.state.stale_plans += 1
                 continue

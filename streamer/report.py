@@ -28,7 +28,8 @@ class RecordingSink:
         self.messages.append((topic, payload))
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
-        return [p for _, p in self.messages if p.get("type") == kind]
+        """Payloads of one type, each once (not the retained ``/current`` copies)."""
+        return [p for t, p in self.messages if p.get("type") == kind and not t.endswith("/current")]
 
 
 def true_clips(timeline: Timeline, end_s: float) -> list[dict[str, Any]]:
@@ -87,4 +88,4 @@ def _time_agreement(found: Sequence[dict[str, Any]], truth: Sequence[dict[str, A
                 continue
             lo, hi = max(t["start_s"], f["start_s"]), min(t["end_s"], f["end_s"])
             agree += max(0.0, hi - lo)
-    return round(agree / total, 4)
+    return round(float(agree / total), 4)

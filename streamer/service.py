@@ -24,6 +24,7 @@ from streamer.mqtt.url import BrokerSettings, parse_broker_url
 from streamer.payloads import PayloadFactory, Topics, encode
 from streamer.pipeline import PayloadSink, PipelineSettings, StreamPipeline, StreamState
 from streamer.recognizers import create_recognizer
+from streamer.recognizers.base import Recognizer
 from streamer.sources import open_source
 from streamer.sources.base import FrameSource
 
@@ -41,7 +42,9 @@ class MqttSink:
 
     def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
         self.publisher.publish(
-            OutMessage(topic, encode(payload), qos=1, retain=retain, expires_at=expires_at, message_id=payload["id"])
+            OutMessage(
+                topic, encode(payload), qos=1, retain=retain, expires_at=expires_at, message_id=payload["id"]
+            )
         )
 
 
@@ -68,17 +71,30 @@ class Service:
         extra_sinks: SinkFactory | None = None,
     ) -> None:
         if not cfg.streams:
-            raise StreamerError("no streams configured: give --source, or [[service.streams]] in a config file")
+            raise StreamerError(
+                "no streams configured: give --source, or [[service.streams]] in a config file"
+            )
         self.cfg = cfg
         self.planner_factory = planner_factory
         self.source_factory = source_factory
         self.extra_sinks = extra_sinks
         self.broker_url: str | None = cfg.mqtt.broker
         self._embedded: Any = None
+        self._embedded_protocol = False  # amqtt speaks MQTT 3.1.1 only
         self.runs: list[StreamRun] = []
+        # bad input (a malformed timeline, a missing checkpoint) fails here, before anything starts
+        self._recognizers = {s.room: self._recognizer(s) for s in cfg.streams}
         self.started = asyncio.Event()
 
     # ---- setup -------------------------------------------------------------------------------
+    def _recognizer(self, stream: StreamConfig) -> Recognizer:
+        spec = stream.recognizer or self.cfg.recognizer
+        if not spec:
+            raise StreamerError(
+                f"room {stream.room}: no recognizer (give --recognizer timeline:FILE or checkpoint:FILE)"
+            )
+        return create_recognizer(spec, self.cfg.recognizer_rate_hz)
+
     def _broker_settings(self) -> BrokerSettings:
         assert self.broker_url is not None
         base = parse_broker_url(self.broker_url)
@@ -90,14 +106,11 @@ class Service:
             cert_file=m.cert_file,
             key_file=m.key_file,
             tls_insecure=m.tls_insecure,
-            protocol=m.protocol,
+            protocol="3.1.1" if self._embedded_protocol else m.protocol,
         )
 
     def _build(self, stream: StreamConfig) -> StreamRun:
-        spec = stream.recognizer or self.cfg.recognizer
-        if not spec:
-            raise StreamerError(f"room {stream.room}: no recognizer (give --recognizer timeline:FILE or checkpoint:FILE)")
-        recognizer = create_recognizer(spec, self.cfg.recognizer_rate_hz)
+        recognizer = self._recognizers[stream.room]
         source = self.source_factory(stream, self.cfg)
         payloads = PayloadFactory(stream.room, recommendation_ttl_s=self.cfg.recommendation_ttl_s)
         topics = Topics(stream.room)
@@ -136,7 +149,9 @@ class Service:
         return StreamRun(stream, pipeline, publisher)
 
     # ---- run ---------------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event | None = None, *, exit_when_done: bool = True) -> list[StreamState]:
+    async def run(
+        self, stop: asyncio.Event | None = None, *, exit_when_done: bool = True
+    ) -> list[StreamState]:
         """Run every stream; return when ``stop`` is set, or when all streams are done and
         ``exit_when_done``. Always publishes an explicit offline status before returning."""
         stop = stop or asyncio.Event()
@@ -145,6 +160,7 @@ class Service:
 
             self._embedded = EmbeddedBroker()
             self.broker_url = await self._embedded.start()
+            self._embedded_protocol = True
             log.info("service.embedded_broker", url=self.broker_url)
         try:
             self.runs = [self._build(s) for s in self.cfg.streams]
@@ -187,7 +203,9 @@ class Service:
     async def _shutdown(self) -> None:
         for run in self.runs:
             payload = run.pipeline.payloads.status("offline", run.pipeline.state.stream, "shutdown")
-            final = OutMessage(run.pipeline.topics.status, encode(payload), qos=1, retain=True, message_id=payload["id"])
+            final = OutMessage(
+                run.pipeline.topics.status, encode(payload), qos=1, retain=True, message_id=payload["id"]
+            )
             with contextlib.suppress(Exception):
                 await run.publisher.close(final=[final])
             for task in run.tasks:

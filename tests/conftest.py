@@ -10,6 +10,8 @@ import pytest
 
 from planner.logs import reset_logging
 
+pytest_plugins = ["tests.mqtt_fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("LLM_SAP_DATA", ROOT.parent / "shared" / "data"))
 ANNOTATIONS = DATA_DIR / "cholect50-sap" / "total_video_info.json"

@@ -239,7 +239,7 @@ class Subscriber:
         v5 = self.protocol == aiomqtt.ProtocolVersion.V5
         properties = None
         if v5 and self.persistent:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 300
         return aiomqtt.Client(
             self.settings.host,

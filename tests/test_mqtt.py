@@ -144,7 +144,7 @@ async def test_broker_down_at_start_outbox_bounded_then_delivers(
     async with running(pub, connect=False) as task:
         for seq in range(50):
             pub.publish(rec(seq))
-            assert len(pub._outbox) <= 20
+            assert pub.stats["outbox"] <= 20
         await asyncio.sleep(0.5)
         stats = pub.stats
         assert not stats["connected"] and not task.done()
@@ -166,7 +166,6 @@ async def test_acl_denied_publish_is_not_delivered(
         rogue = make_publisher(mosquitto.settings("monitor"), will=None, on_connect_messages=None)
         async with running(rogue):
             rogue.publish(OutMessage(REC, json.dumps({"seq": -1}).encode()))
-            await asyncio.sleep(0.2)
             # The broker drops it; nothing raises. MQTT 5 says why in the PUBACK: 135 Not authorized.
             assert await _until(lambda: rogue.stats["rejected"] == 1), rogue.stats
         pub = make_publisher(mosquitto.settings("service"))

@@ -18,8 +18,8 @@ from rich.console import Console
 
 from planner.exceptions import PlannerError
 from planner.logs import configure_logging
-from training.config import load_config
 from streamer.exceptions import StreamerError
+from training.config import load_config
 from training.exceptions import TrainingError, UsageError
 
 # subcommand -> (module, one-line help). Modules are imported only when their command runs.
@@ -92,3 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> NoReturn:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

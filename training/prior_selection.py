@@ -14,19 +14,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from planner.memory import NHFMemory
-from planner.prior import PriorSettings, SequencePrior
+from planner.prior import Method, PriorSettings, SequencePrior
 from planner.recommendation import rank_scores
 from training.cholect50 import Annotations, PlanningSample
 from training.metrics import MetricReport, Scored, compute_metrics
 
 SELECTION_KEYS: tuple[str, ...] = ("SLAcc@1", "VLAcc@1", "SLAcc@2")
+METHODS: tuple[Method, ...] = ("backoff", "interpolated")
 
 
 def default_grid() -> list[PriorSettings]:
     return [
         PriorSettings(order=o, method=m, smoothing=k, min_count=c, collapse_repeats=r)
         for o, m, k, c, r in itertools.product(
-            (1, 2, 3, 4, 5), ("backoff", "interpolated"), (0.01, 0.1, 0.5, 1.0), (1, 2, 3), (True, False)
+            (1, 2, 3, 4, 5), METHODS, (0.01, 0.1, 0.5, 1.0), (1, 2, 3), (True, False)
         )
     ]
 

@@ -20,7 +20,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import paho.mqtt.client as mqtt
@@ -195,7 +195,7 @@ class MqttPublisher:
 
     def _backoff_delay(self, failures: int) -> float:
         """Capped exponential backoff with jitter (50–100 % of the step)."""
-        return min(self._backoff_max_s, self._backoff_initial_s * 2**failures) * random.uniform(0.5, 1)
+        return min(self._backoff_max_s, self._backoff_initial_s * 2.0**failures) * random.uniform(0.5, 1)
 
     def _client(self, protocol: aiomqtt.ProtocolVersion, *, with_will: bool = True) -> aiomqtt.Client:
         v5 = protocol == aiomqtt.ProtocolVersion.V5
@@ -225,7 +225,7 @@ class MqttPublisher:
         """aiomqtt drops the PUBACK reason code; an ACL-denied publish would go unnoticed (MQTT 5 only:
         a 3.1.1 broker acknowledges and discards). Wraps paho's callback (``_client``, aiomqtt 2.5)."""
         paho = client._client
-        original = paho.on_publish
+        original = cast(Callable[..., None] | None, paho.on_publish)
 
         def on_publish(c: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
             if getattr(reason, "is_failure", False):
@@ -292,10 +292,10 @@ class MqttPublisher:
                 outbox=len(self._outbox),
             )
             while True:
-                msg = self._outbox.peek()
-                if msg is not None:
-                    await self._send(client, watcher, msg, v5=v5)
-                    self._outbox.ack(msg)
+                head = self._outbox.peek()
+                if head is not None:
+                    await self._send(client, watcher, head, v5=v5)
+                    self._outbox.ack(head)
                     continue
                 if self._closing.is_set():
                     for final in self._final:
@@ -322,7 +322,7 @@ class MqttPublisher:
             timeout = min(timeout, left)
         properties = None
         if v5 and msg.expires_at is not None:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.MessageExpiryInterval = max(1, math.ceil(msg.expires_at - time.time()))
         publish = asyncio.ensure_future(
             client.publish(msg.topic, msg.payload, msg.qos, msg.retain, properties, timeout=timeout)

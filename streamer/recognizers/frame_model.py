@@ -33,7 +33,11 @@ def build_model(channels: Sequence[int] = (16, 32, 64), n_classes: int = len(ACT
     layers: list[nn.Module] = []
     c_in = 3
     for c_out in channels:
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        ]
         c_in = c_out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, n_classes)]
     return nn.Sequential(*layers)
@@ -75,7 +79,9 @@ def save_checkpoint(
         raise
 
 
-def preprocess(images: Sequence[np.ndarray], input_size: int, mean: Sequence[float], std: Sequence[float]) -> Any:
+def preprocess(
+    images: Sequence[np.ndarray], input_size: int, mean: Sequence[float], std: Sequence[float]
+) -> Any:
     """H×W×3 uint8 RGB arrays → a normalised N×3×S×S float tensor."""
     import torch
     import torch.nn.functional as F
@@ -112,13 +118,19 @@ class FrameClassifierRecognizer:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for a bad file
-            raise CheckpointError(f"recognizer checkpoint {path}: unreadable ({type(exc).__name__})") from None
+            raise CheckpointError(
+                f"recognizer checkpoint {path}: unreadable ({type(exc).__name__})"
+            ) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CheckpointError(f"recognizer checkpoint {path}: not an {FORMAT} file")
         if data.get("version") != VERSION:
-            raise CheckpointError(f"recognizer checkpoint {path}: unsupported version {data.get('version')!r}")
+            raise CheckpointError(
+                f"recognizer checkpoint {path}: unsupported version {data.get('version')!r}"
+            )
         if list(data.get("actions", [])) != list(ACTIONS):
-            raise CheckpointError(f"recognizer checkpoint {path}: actions {data.get('actions')!r} differ from ours")
+            raise CheckpointError(
+                f"recognizer checkpoint {path}: actions {data.get('actions')!r} differ from ours"
+            )
         model = build_model(data["channels"])
         try:
             model.load_state_dict(data["state_dict"])

@@ -79,7 +79,7 @@ def timeline_from_cholect50(raw: object, video: str, source: str) -> Timeline:
         rows = [(float(clips[k]["Frame_id"]), str(clips[k]["Action"])) for k in keys]
     except (KeyError, TypeError, ValueError) as exc:
         raise TimelineError(f"{source}#{video}: malformed clip ({exc})") from None
-    for (start, action), key in zip(rows, keys, strict=True):
+    for (_start, action), key in zip(rows, keys, strict=True):
         if not is_label(action):
             raise TimelineError(f"{source}#{video} clip {key}: {action!r} is not an action label")
     return Timeline(tuple(r[0] for r in rows), tuple(r[1] for r in rows), f"{source}#{video}")

@@ -17,7 +17,9 @@ from training.planning import build_planner, build_prior
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--video", help="a video file to use instead of the synthetic procedure (needs --timeline)")
+    p.add_argument(
+        "--video", help="a video file to use instead of the synthetic procedure (needs --timeline)"
+    )
     p.add_argument("--timeline", help="CSV start_s,action (or total_video_info.json#VIDxx) for --video")
     p.add_argument("--speed", type=float, default=8.0, help="synthetic video speed-up (default 8x)")
     p.add_argument("--planner", help="planner engine spec (default prior)")

@@ -68,5 +68,7 @@ def summary_table(report: dict) -> Table:  # type: ignore[type-arg]
     t.add_row("recommendations", str(len(report["recommendations"])))
     for stage, s in report["latency_ms"].items():
         if s.get("n"):
-            t.add_row(f"latency {stage} (ms)", f"p50 {s['p50']}  p90 {s['p90']}  p99 {s['p99']}  max {s['max']}")
+            t.add_row(
+                f"latency {stage} (ms)", f"p50 {s['p50']}  p90 {s['p90']}  p99 {s['p99']}  max {s['max']}"
+            )
     return t
