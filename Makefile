@@ -4,13 +4,23 @@ PYTHON ?= python3
 DATA ?= ../shared/data
 ANNOTATIONS ?= $(DATA)/cholect50-sap/total_video_info.json
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo evaluate test lint bench
 
 setup:
 	@bash .ci/setup.sh
 
 demo: setup
+	$(PYTHON) -m training.cli demo
+
+evaluate: setup
 	$(PYTHON) -m training.cli evaluate --annotations $(ANNOTATIONS)
+
+bench: setup
+	$(PYTHON) -m streamer.bench replay
+	$(PYTHON) -m streamer.bench live
+	$(PYTHON) -m streamer.mqtt.latency_bench
+	$(PYTHON) -m streamer.segmenter_bench
+	$(PYTHON) -m streamer.soak
 
 lint:
 	$(PYTHON) -m ruff check .

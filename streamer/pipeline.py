@@ -172,6 +172,7 @@ class StreamPipeline:
                 self.state.frames_processed += 1
                 events = self.segmenter.update(frame.pts_s, probs)
                 stamps["segmented"] = time.time()
+                self.latency.add("frame", (stamps["segmented"] - frame.decoded_at) * 1000)
                 for event in events:
                     await self._clip_events.put((event, dict(stamps)))
             for event in self.segmenter.finish(self.state.last_pts_s):

@@ -1,6 +1,6 @@
 """MQTT test helpers: a real mosquitto run from configs/mosquitto.conf, the embedded broker, a subscriber.
 
-Register with ``pytest_plugins = ["tests.mqtt_fixtures"]`` (in tests/conftest.py or a test module).
+Registered in tests/conftest.py with ``pytest_plugins = ["tests.mqtt_fixtures"]``.
 Fixtures: ``mosquitto`` (a started :class:`Mosquitto`, users ``service`` and ``monitor``, ACL from
 configs/mosquitto.acl.example), ``embedded_broker`` (a started EmbeddedBroker) and
 ``mqtt_subscriber`` (the :class:`Subscriber` class). Test modules import this module only under
@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiomqtt
@@ -60,9 +60,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def render_config(shipped: str, *, port: int, workdir: Path) -> str:
+def render_config(shipped: str, *, port: int, workdir: Path, tls: bool = False) -> str:
     """The shipped config with its site-specific lines replaced by this test broker's."""
     kept = [line for line in shipped.splitlines() if not _site_specific(line)]
+    listener = [f"listener {port} 127.0.0.1"]
+    if tls:
+        listener += [f"certfile {workdir / 'server.crt'}", f"keyfile {workdir / 'server.key'}"]
     return "\n".join(
         [
             *kept,
@@ -71,7 +74,7 @@ def render_config(shipped: str, *, port: int, workdir: Path) -> str:
             f"password_file {workdir / 'passwd'}",
             f"acl_file {workdir / 'acl'}",
             "log_dest stderr",
-            f"listener {port} 127.0.0.1",
+            *listener,
             "",
         ]
     )
@@ -85,9 +88,11 @@ def _site_specific(line: str) -> bool:
 class Mosquitto:
     """One mosquitto process on a fixed loopback port; stop(signal) and restart() keep its data."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(self, workdir: Path, port: int, *, tls: bool = False) -> None:
         self.workdir = workdir
         self.port = port
+        self.tls = tls
+        self.ca_file = workdir / "ca.crt"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "mosquitto.log"
         self.conf_path = workdir / "mosquitto.conf"
@@ -95,9 +100,10 @@ class Mosquitto:
 
     def _prepare(self) -> None:
         (self.workdir / "data").mkdir()
-        self.conf_path.write_text(
-            render_config(SHIPPED_CONF.read_text(), port=self.port, workdir=self.workdir)
-        )
+        if self.tls:
+            make_test_certificates(self.workdir)
+        shipped = SHIPPED_CONF.read_text()
+        self.conf_path.write_text(render_config(shipped, port=self.port, workdir=self.workdir, tls=self.tls))
         shutil.copyfile(SHIPPED_ACL, self.workdir / "acl")
         passwd = self.workdir / "passwd"
         for i, (user, password) in enumerate(USERS.items()):
@@ -155,16 +161,44 @@ class Mosquitto:
         return " | ".join(text.splitlines()[-lines:])
 
     def settings(self, user: str | None = "service", password: str | None = None) -> BrokerSettings:
-        return parse_broker_url(self.url(user, password))
+        settings = parse_broker_url(self.url(user, password))
+        return replace(settings, ca_file=str(self.ca_file)) if self.tls else settings
 
     def url(self, user: str | None = "service", password: str | None = None) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
         if user is None:
-            return f"mqtt://127.0.0.1:{self.port}"
-        return f"mqtt://{user}:{password or USERS[user]}@127.0.0.1:{self.port}"
+            return f"{scheme}://127.0.0.1:{self.port}"
+        return f"{scheme}://{user}:{password or USERS[user]}@127.0.0.1:{self.port}"
+
+
+def make_test_certificates(workdir: Path) -> None:
+    """A throwaway CA (ca.crt) and a server certificate for 127.0.0.1 (server.crt, server.key)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=workdir, check=True, capture_output=True)
+
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test CA")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "1", "-extfile", "san.ext")  # fmt: skip
 
 
 @pytest.fixture
 def mosquitto() -> Iterator[Mosquitto]:
+    yield from _mosquitto(tls=False)
+
+
+@pytest.fixture
+def mosquitto_tls() -> Iterator[Mosquitto]:
+    """Like ``mosquitto``, but its listener speaks TLS (server certificate from a throwaway CA)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make test certificates")
+    yield from _mosquitto(tls=True)
+
+
+def _mosquitto(*, tls: bool) -> Iterator[Mosquitto]:
     if not Path(MOSQUITTO).is_file() or not Path(MOSQUITTO_PASSWD).is_file():
         pytest.skip(f"mosquitto not installed ({MOSQUITTO}, {MOSQUITTO_PASSWD}): apt-get install mosquitto")
     if os.geteuid() == 0:
@@ -173,7 +207,7 @@ def mosquitto() -> Iterator[Mosquitto]:
         except KeyError:
             pytest.skip("running as root but there is no `mosquitto` user for the broker to drop to")
     workdir = Path(tempfile.mkdtemp(prefix="llm-sap-mosquitto-"))  # not tmp_path: its parents are 0700
-    broker = Mosquitto(workdir, free_port())
+    broker = Mosquitto(workdir, free_port(), tls=tls)
     try:
         broker.start()
         yield broker

@@ -117,3 +117,12 @@ def test_select_prior_reproduces_the_packaged_prior(annotations_path: Path, tmp_
     report = json.loads(cv.read_text())
     assert report["winner"] == fresh.settings.describe()
     assert not set(fresh.trained_on) & {"VID06", "VID08", "VID111"}  # no test video used
+
+
+def test_every_shipped_config_file_validates() -> None:
+    from training.config import load_config
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+    assert files
+    for file in files:
+        load_config([file])

@@ -13,6 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,11 +25,9 @@ from streamer.mqtt.outbox import OutMessage
 from streamer.mqtt.publisher import MqttPublisher
 from streamer.mqtt.url import BrokerSettings, parse_broker_url
 
-if TYPE_CHECKING:  # imported by pytest_plugins at run time (importing it here defeats assert rewriting)
+if TYPE_CHECKING:  # tests/conftest.py registers it as a plugin; importing it here defeats assert rewriting
     from streamer.mqtt.broker import EmbeddedBroker
     from tests.mqtt_fixtures import Mosquitto, Received, Subscriber
-
-pytest_plugins = ["tests.mqtt_fixtures"]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -245,3 +244,19 @@ async def test_v5_message_expiry_removes_stale_retained(
             assert await late.wait_for(lambda m: statuses(m) == [ONLINE])  # retained, no expiry
             await asyncio.sleep(0.3)
             assert seqs(late.messages, CURRENT) == []
+
+
+async def test_tls_with_ca_file_and_insecure(mosquitto_tls: Mosquitto) -> None:
+    verified = mosquitto_tls.settings("service")  # mqtts:// with the test CA
+    assert verified.tls and verified.ca_file
+    for settings in (verified, replace(verified, ca_file=None, tls_insecure=True)):
+        pub = make_publisher(settings)
+        async with running(pub):
+            assert pub.stats["protocol"] == "5"
+    pub = make_publisher(replace(verified, ca_file=None))  # the system CAs do not know the test CA
+    with capture_logs() as logs:
+        async with running(pub, connect=False):
+            await asyncio.sleep(0.3)
+            assert not pub.is_connected and pub.stats["connect_failures"] >= 1
+    errors = [e for e in logs if e["event"] == "mqtt_connection_error"]
+    assert errors and "certificate verify failed" in errors[0]["detail"], logs

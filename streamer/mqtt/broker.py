@@ -39,7 +39,8 @@ class EmbeddedBroker:
         """Start listening; returns ``mqtt://HOST:PORT`` (the real port when 0 was asked)."""
         if self._broker is not None:
             raise RuntimeError("embedded broker already started")
-        from amqtt.broker import Broker  # type: ignore[import-untyped]  # lazy: only the demo / tests without mosquitto need it
+        # Imported here: only the demo and setups without a configured broker need amqtt.
+        from amqtt.broker import Broker  # type: ignore[import-untyped]
 
         bind = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         broker = Broker(

@@ -36,6 +36,7 @@ log = structlog.get_logger("streamer.mqtt")
 
 UNSUPPORTED_PROTOCOL = (132, 1)  # MQTT 5 reason code; MQTT 3.1.1 CONNACK return code
 CONNECT_TIMEOUT_S = 5.0
+V5, V311 = aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311
 COUNTERS = (
     "published",  # acknowledged by the broker (PUBACK), ``rejected`` included
     "rejected",  # MQTT 5 PUBACK with a failure reason (e.g. 135: the ACL denies the topic); not retried
@@ -154,23 +155,8 @@ class MqttPublisher:
         failures = 0
         try:
             while not self._closing.is_set():
-                protocol = aiomqtt.ProtocolVersion.V311 if self._fell_back else aiomqtt.ProtocolVersion.V5
-                self._attempt_connected = False
-                try:
-                    await self._connection(protocol)
-                except MqttConnectError as exc:
-                    code = _code(exc)
-                    if code in UNSUPPORTED_PROTOCOL and self._may_fall_back():
-                        log.info("mqtt_protocol_fallback", to="3.1.1", code=code)
-                        self._fell_back = True
-                        continue
-                    log.warning("mqtt_connect_refused", code=code, reason=_reason(exc), failures=failures + 1)
-                except (aiomqtt.MqttError, OSError, _DrainTimeout) as exc:
-                    log.warning("mqtt_connection_error", error=type(exc).__name__, code=_code(exc))
-                except Exception as exc:  # the supervisor survives anything; a bug shows as a traceback
-                    log.error("mqtt_unexpected_error", error=type(exc).__name__, exc_info=True)
-                if not self._attempt_connected:
-                    self._counts["connect_failures"] += 1
+                if await self._attempt():
+                    continue  # fell back to MQTT 3.1.1: retry at once
                 if self._closing.is_set():
                     break
                 if self._attempt_connected:
@@ -190,6 +176,27 @@ class MqttPublisher:
             self._stopped.set()
             log.info("mqtt_publisher_stopped", **{k: v for k, v in self.stats.items() if k != "protocol"})
 
+    async def _attempt(self) -> bool:
+        """One connection, from CONNECT to its end. True: retry at once (fell back to MQTT 3.1.1)."""
+        self._attempt_connected = False
+        try:
+            await self._connection(V311 if self._fell_back else V5)
+        except MqttConnectError as exc:
+            code = _code(exc)
+            if code in UNSUPPORTED_PROTOCOL and self._may_fall_back():
+                log.info("mqtt_protocol_fallback", to="3.1.1", code=code)
+                self._fell_back = True
+                return True
+            log.warning("mqtt_connect_refused", code=code, reason=_reason(exc))
+        except (aiomqtt.MqttError, OSError, _DrainTimeout) as exc:
+            detail = str(exc)[:160]  # the library's words: "Connection refused", "certificate verify failed"
+            log.warning("mqtt_connection_error", error=type(exc).__name__, code=_code(exc), detail=detail)
+        except Exception as exc:  # the supervisor survives anything; a bug shows as a traceback
+            log.error("mqtt_unexpected_error", error=type(exc).__name__, exc_info=True)
+        if not self._attempt_connected:
+            self._counts["connect_failures"] += 1
+        return False
+
     def _may_fall_back(self) -> bool:
         return self.settings.protocol == "auto" and not self._fell_back
 
@@ -198,7 +205,7 @@ class MqttPublisher:
         return min(self._backoff_max_s, self._backoff_initial_s * 2.0**failures) * random.uniform(0.5, 1)
 
     def _client(self, protocol: aiomqtt.ProtocolVersion, *, with_will: bool = True) -> aiomqtt.Client:
-        v5 = protocol == aiomqtt.ProtocolVersion.V5
+        v5 = protocol == V5
         will = None
         if self._will is not None and with_will:
             w = self._will()
@@ -239,12 +246,12 @@ class MqttPublisher:
     async def _connection(self, protocol: aiomqtt.ProtocolVersion) -> None:
         """One connection: connect, serve until closed (clean) or broken (abort: the will goes out)."""
         self._counts["connect_attempts"] += 1
-        name = "5" if protocol == aiomqtt.ProtocolVersion.V5 else "3.1.1"
+        name = "5" if protocol == V5 else "3.1.1"
         log.debug("mqtt_connecting", protocol=name, attempt=self._counts["connect_attempts"])
         if name == "5" and self._may_fall_back() and self._will is not None and not self._v5_confirmed:
             await self._probe_v5()
             if self._fell_back:
-                protocol, name = aiomqtt.ProtocolVersion.V311, "3.1.1"
+                protocol, name = V311, "3.1.1"
         client = self._client(protocol)  # a NEW client per attempt: a reused one misses CONNACK errors
         await client.__aenter__()
         clean = False
@@ -254,7 +261,7 @@ class MqttPublisher:
                 self._counts["reconnects"] += 1
             self._counts["connects"] += 1
             self._attempt_connected = True
-            await self._serve(client, v5=protocol == aiomqtt.ProtocolVersion.V5)
+            await self._serve(client, v5=protocol == V5)
             clean = True
         finally:
             self._connected.clear()
@@ -268,7 +275,7 @@ class MqttPublisher:
         """Does the broker speak MQTT 5? Asked once, without the will: amqtt (3.1.1 only) answers an
         MQTT 5 CONNECT with "unsupported protocol" at once, but one that carries a will never."""
         try:
-            async with self._client(aiomqtt.ProtocolVersion.V5, with_will=False):
+            async with self._client(V5, with_will=False):
                 pass
         except MqttConnectError as exc:
             if _code(exc) not in UNSUPPORTED_PROTOCOL:
