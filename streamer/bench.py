@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "replay":
         result = asyncio.run(bench_replay(args.repeats))
         for name, r in result.items():
-            print(f"{name:<50} decode-only {r['decode_only_fps']:>7.1f} fps   replay {r['replay_fps']:>7.1f} fps"
-                  f"   ratio {r['ratio']:.2f}")  # fmt: skip
+            print(f"{name:<50} decode-only {r['decode_only_fps']:>7.1f} fps"
+                  f"   replay {r['replay_fps']:>7.1f} fps   ratio {r['ratio']:.2f}")  # fmt: skip
     else:
         result = asyncio.run(bench_live(args.loops))
         for key in ("capture_to_outbox_ms", "capture_to_subscriber_ms", "segmentation_hold_ms"):

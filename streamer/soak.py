@@ -79,22 +79,17 @@ async def soak(frames: int, fps: float = 25.0, clip_s: float = 10.0) -> dict[str
     def p99(values: list[float]) -> float:
         return float(np.percentile(values, 99)) if values else float("nan")
 
+    def first_last(first: list[float], last: list[float]) -> dict[str, float]:
+        return {"first_10pct": round(p99(first), 3), "last_10pct": round(p99(last), 3)}
+
+    rss_end = process.memory_info().rss / 2**20
     result = {
         "frames_processed": state.frames_processed,
         "recommendations": state.recommendations,
         "wall_s": round(wall, 1),
-        "rss_mb": {
-            "at_10pct": round(marks["first_rss_mb"], 1),
-            "at_end": round(process.memory_info().rss / 2**20, 1),
-        },
-        "frame_p99_ms": {
-            "first_10pct": round(p99(marks["first_frame_ms"]), 3),
-            "last_10pct": round(p99(last_frames), 3),
-        },
-        "recommendation_p99_ms": {
-            "first_10pct": round(p99(marks["first_rec_ms"]), 3),
-            "last_10pct": round(p99(last_recs), 3),
-        },
+        "rss_mb": {"at_10pct": round(marks["first_rss_mb"], 1), "at_end": round(rss_end, 1)},
+        "frame_p99_ms": first_last(marks["first_frame_ms"], last_frames),
+        "recommendation_p99_ms": first_last(marks["first_rec_ms"], last_recs),
         "mqtt": service.runs[0].publisher.stats,
     }
     result["rss_growth"] = round(result["rss_mb"]["at_end"] / result["rss_mb"]["at_10pct"] - 1, 4)
