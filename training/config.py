@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from planner.engines.base import EngineSettings
 from planner.planner import PlannerSettings
 from planner.prior import PriorSettings
 from streamer.config import ServiceConfig
@@ -34,6 +35,7 @@ class PlannerConfig(_Section):
     prior_path: Path | None = None  # a fitted prior JSON; default: the one shipped in the package
     prior: PriorSettings = PriorSettings()  # used when fitting a prior from annotations
     settings: PlannerSettings = PlannerSettings()
+    engine_settings: EngineSettings = EngineSettings()
     memory: MemoryConfig = MemoryConfig()
 
 

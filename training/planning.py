@@ -26,4 +26,5 @@ def build_prior(
 
 
 def build_planner(cfg: AppConfig, prior: SequencePrior) -> Planner:
-    return Planner(create_engine(cfg.planner.engine, prior), prior, cfg.planner.settings)
+    engine = create_engine(cfg.planner.engine, prior, cfg.planner.engine_settings)
+    return Planner(engine, prior, cfg.planner.settings)

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING
 
 from planner.exceptions import UnknownEngineError
 
+from planner.engines.base import EngineSettings
+
 if TYPE_CHECKING:
     from planner.engines.base import PlanningEngine
     from planner.prior import SequencePrior
 
-# name -> "module:factory"; the factory takes (arg, prior) and returns a PlanningEngine.
+# name -> "module:factory"; the factory takes (arg, prior, settings) and returns a PlanningEngine.
 _REGISTRY: dict[str, str] = {
     "prior": "planner.engines.prior:create",
 }
@@ -27,7 +29,7 @@ def available_engines() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def create_engine(spec: str, prior: SequencePrior) -> PlanningEngine:
+def create_engine(spec: str, prior: SequencePrior, settings: EngineSettings | None = None) -> PlanningEngine:
     """Build the engine named by ``spec`` (``NAME`` or ``NAME:ARG``)."""
     name, _, arg = spec.partition(":")
     target = _REGISTRY.get(name)
@@ -36,7 +38,7 @@ def create_engine(spec: str, prior: SequencePrior) -> PlanningEngine:
             f"planner engine {name!r} is not available (known: {', '.join(available_engines())})"
         )
     module_name, _, attr = target.partition(":")
-    factory: Callable[[str, SequencePrior], PlanningEngine] = getattr(
+    factory: Callable[[str, SequencePrior, EngineSettings], PlanningEngine] = getattr(
         importlib.import_module(module_name), attr
     )
-    return factory(arg, prior)
+    return factory(arg, prior, settings or EngineSettings())

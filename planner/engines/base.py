@@ -3,9 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
 from planner.memory import NHFMemory
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Options every model engine reads (each ignores what does not apply to it).
+
+    The engine spec's argument (``transformers:PATH``) says which model; these say how to run it.
+    """
+
+    variant: Literal["indirect", "direct"] = "indirect"  # IndirNHFM (captions) or DirNHFM (frames)
+    adapter: str | None = None  # a LoRA adapter folder (peft) on top of the model
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    option_orders: int = 1  # average option scores over this many letter orders (position bias)
+    max_new_tokens: int = 256  # cap on the structured response
+    captioner: str | None = None  # a Qwen2-VL checkpoint writing C_t for IndirNHFM (None: no captions)
+    model_name: str | None = None  # served model name (OpenAI-compatible servers)
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the API key, if any
+    timeout_s: float = 30.0  # per HTTP request
+    retries: int = 2  # HTTP retries on connection errors and 5xx
+    tensor_parallel_size: int = 1  # TensorRT-LLM
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("indirect", "direct"):
+            raise ValueError(f"variant must be 'indirect' or 'direct', got {self.variant!r}")
+        if not 1 <= self.option_orders <= 120:
+            raise ValueError(f"option_orders must be in 1..120, got {self.option_orders}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.timeout_s <= 0 or self.retries < 0 or self.tensor_parallel_size < 1:
+            raise ValueError(
+                f"need timeout_s > 0, retries >= 0, tensor_parallel_size >= 1; got {self.timeout_s}, "
+                f"{self.retries}, {self.tensor_parallel_size}"
+            )
 
 
 @runtime_checkable

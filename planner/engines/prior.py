@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+from planner.engines.base import EngineSettings
 from planner.knowledge_base import load_knowledge_base
 from planner.memory import NHFMemory
 from planner.prior import SequencePrior
@@ -48,7 +49,7 @@ class PriorEngine:
         return None
 
 
-def create(arg: str, prior: SequencePrior) -> PriorEngine:
+def create(arg: str, prior: SequencePrior, settings: EngineSettings) -> PriorEngine:
     if arg:
         prior = SequencePrior.load(arg)
     return PriorEngine(prior)
