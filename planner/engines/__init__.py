@@ -11,9 +11,8 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from planner.exceptions import UnknownEngineError
-
 from planner.engines.base import EngineSettings
+from planner.exceptions import UnknownEngineError
 
 if TYPE_CHECKING:
     from planner.engines.base import PlanningEngine
