@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import structlog
@@ -22,6 +23,7 @@ log = structlog.get_logger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", type=Path, required=True, help="CholecT50-SAP total_video_info.json")
     p.add_argument("--planner", help="engine spec: prior (default), or NAME:ARG of a model engine")
+    p.add_argument("--adapter", help="a LoRA adapter folder for a model engine (peft)")
     p.add_argument("--prior", type=Path, help="a fitted prior JSON (default: fit on the training videos)")
     p.add_argument("--split", choices=("train", "test", "all"), help="samples to score (default: test)")
     p.add_argument("--predictions-in", type=Path, help="score these JSONL predictions instead of a planner")
@@ -32,9 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def overrides(args: argparse.Namespace) -> list[str]:
     out = []
     if args.planner:
-        out.append(f"planner.engine={args.planner!r}")
+        out.append(f"planner.engine={json.dumps(args.planner)}")
+    if args.adapter:
+        out.append(f"planner.engine_settings.adapter={json.dumps(args.adapter)}")
     if args.split:
-        out.append(f"training.evaluate.split={args.split!r}")
+        out.append(f"training.evaluate.split={json.dumps(args.split)}")
     return out
 
 

@@ -1,0 +1,90 @@
+"""``llm-sap select-fusion``: choose λ for log p_engine + λ log p_prior by CV on training videos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from planner.atomic import atomic_write_json
+from planner.engines import create_engine
+from training.cholect50 import load_annotations
+from training.config import AppConfig
+from training.evaluate import PAPER_BEST, score
+from training.exceptions import UsageError
+from training.fusion_selection import DEFAULT_LAMBDAS, fused_ranking, score_engine, select_fusion_weight
+from training.metrics import metric_keys
+from training.prior_selection import SELECTION_KEYS, fit_final
+from training.report import metrics_table, progress_bar
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--annotations", type=Path, required=True, help="CholecT50-SAP total_video_info.json")
+    p.add_argument("--planner", required=True, help="engine spec, e.g. transformers:/models/qwen2.5-7b")
+    p.add_argument("--adapter", help="a LoRA adapter folder for the engine")
+    p.add_argument(
+        "--weights", help=f"comma-separated λ values (default {','.join(map(str, DEFAULT_LAMBDAS))})"
+    )
+    p.add_argument("--json", type=Path, dest="json_out", help="write the CV and test metrics as JSON")
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    out = [f"planner.engine={json.dumps(args.planner)}"]
+    if args.adapter:
+        out.append(f"planner.engine_settings.adapter={json.dumps(args.adapter)}")
+    return out
+
+
+def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    weights = DEFAULT_LAMBDAS
+    if args.weights:
+        try:
+            weights = tuple(float(w) for w in args.weights.split(","))
+        except ValueError:
+            raise UsageError(f"--weights must be comma-separated numbers, got {args.weights!r}") from None
+    data = load_annotations(args.annotations)
+    prior = fit_final(data, cfg.planner.prior)
+    engine = create_engine(cfg.planner.engine, prior, cfg.planner.engine_settings)
+    try:
+        samples = data.samples_of(data.train_videos) + data.split("test")
+        with progress_bar(
+            f"scoring {len(samples)} samples with {engine.name}", len(samples), console
+        ) as update:
+            scores = score_engine(samples, engine.rank, on_progress=update)
+    finally:
+        engine.close()
+    results = select_fusion_weight(data, scores, cfg.planner.prior, weights, cfg.training.cv_folds)
+    table = Table(title=f"λ by leave-one-video-out CV on {len(data.train_videos)} training videos (%)")
+    table.add_column("λ", justify="right")
+    for key in SELECTION_KEYS:
+        table.add_column(key, justify="right")
+    for r in sorted(results, key=lambda r: r.weight):
+        table.add_row(f"{r.weight:g}", *(f"{v:.2f}" for v in r.key()))
+    console.print(table)
+    best = results[0].weight
+    test = data.split("test")
+    rows = [("Paper, Table 1 (best per column)", PAPER_BEST)]
+    test_reports = {}
+    for name, w in (("engine alone (λ=0)", 0.0), (f"engine + prior (λ={best:g})", best)):
+        ranked = {s.key: fused_ranking(scores[s.key], prior, s, w) for s in test}
+        test_reports[name] = score(test, ranked)
+        rows.append((f"{name}, test", test_reports[name].metrics))
+    console.print(metrics_table(f"{engine.name}: {engine.model} — test split", rows))
+    console.print(f"set it with: --set planner.settings.fusion_weight={best:g}")
+    if args.json_out:
+        atomic_write_json(
+            args.json_out,
+            {
+                "engine": f"{engine.name}: {engine.model}",
+                "winner": best,
+                "cv": [
+                    {"weight": r.weight, "metrics": {k: r.report.metrics[k] for k in metric_keys()}}
+                    for r in results
+                ],
+                "test": {name: rep.to_dict() for name, rep in test_reports.items()},
+            },
+        )
+    return 0
