@@ -214,6 +214,21 @@ async def test_last_will_on_abrupt_end_and_explicit_offline_on_close(
         assert statuses(sub.messages)[-1] == SHUTDOWN  # a clean disconnect sends no will
 
 
+async def test_close_sends_the_final_status_even_when_the_drain_runs_out(
+    mosquitto: Mosquitto, mqtt_subscriber: type[Subscriber]
+) -> None:
+    async with mqtt_subscriber(mosquitto.settings("monitor"), [STATUS]) as sub:
+        pub = make_publisher(mosquitto.settings("service"))
+        task = asyncio.create_task(pub.run())
+        assert await pub.wait_connected(5)
+        for seq in range(200):
+            pub.publish(rec(seq))
+        await pub.close(final=[status(SHUTDOWN)], drain_timeout_s=0)  # no time for the outbox
+        await task
+        assert pub.stats["outbox"] == 200
+        assert await sub.wait_for(lambda m: statuses(m)[-1:] == [SHUTDOWN]), statuses(sub.messages)
+
+
 async def test_embedded_broker_falls_back_to_311_and_retains(
     embedded_broker: EmbeddedBroker, mqtt_subscriber: type[Subscriber]
 ) -> None:

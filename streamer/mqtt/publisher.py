@@ -5,9 +5,10 @@
   on-connect messages (the retained "online" status), then drains the outbox in order with QoS 1,
   popping a message only after the broker acknowledged it. Any connection error: log, capped
   jittered exponential backoff, reconnect. ``protocol="auto"`` tries MQTT 5, falls back to 3.1.1.
-- ``close(final)`` flushes the outbox and the ``final`` messages (the explicit "offline"), then
-  disconnects cleanly. Anything else that ends a connection (cancellation, drain timeout, network
-  loss) drops it without DISCONNECT, so the broker publishes the Last Will.
+- ``close(final)`` flushes the outbox (for at most ``drain_timeout_s``), then the ``final`` messages
+  (the explicit "offline", each with its own publish timeout), then disconnects cleanly. Anything
+  else that ends a connection (cancellation, network loss, a publish timeout) drops it without
+  DISCONNECT, so the broker publishes the Last Will.
 """
 
 from __future__ import annotations
@@ -46,10 +47,6 @@ COUNTERS = (
     "connect_failures",
     "dropped_closed",  # publish() after close()
 )
-
-
-class _DrainTimeout(Exception):
-    """close() ran out of time while flushing: the connection is dropped (the will goes out)."""
 
 
 def tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
@@ -188,7 +185,7 @@ class MqttPublisher:
                 self._fell_back = True
                 return True
             log.warning("mqtt_connect_refused", code=code, reason=_reason(exc))
-        except (aiomqtt.MqttError, OSError, _DrainTimeout) as exc:
+        except (aiomqtt.MqttError, OSError) as exc:
             detail = str(exc)[:160]  # the library's words: "Connection refused", "certificate verify failed"
             log.warning("mqtt_connection_error", error=type(exc).__name__, code=_code(exc), detail=detail)
         except Exception as exc:  # the supervisor survives anything; a bug shows as a traceback
@@ -290,7 +287,7 @@ class MqttPublisher:
         watcher.add_done_callback(lambda _: self._wakeup.set())
         try:
             for msg in self._on_connect_messages() if self._on_connect_messages else []:
-                await self._send(client, watcher, msg, v5=v5)
+                await self._send(client, watcher, msg, v5=v5, timeout=self._publish_timeout_s)
             self._connected.set()
             log.info(
                 "mqtt_connected",
@@ -299,14 +296,10 @@ class MqttPublisher:
                 outbox=len(self._outbox),
             )
             while True:
-                head = self._outbox.peek()
-                if head is not None:
-                    await self._send(client, watcher, head, v5=v5)
-                    self._outbox.ack(head)
-                    continue
+                await self._drain(client, watcher, v5=v5)
                 if self._closing.is_set():
-                    for final in self._final:
-                        await self._send(client, watcher, final, v5=v5)
+                    for final in self._final:  # own budget: the explicit "offline" goes out even so
+                        await self._send(client, watcher, final, v5=v5, timeout=self._publish_timeout_s)
                     return
                 self._wakeup.clear()
                 if watcher.done():
@@ -317,16 +310,32 @@ class MqttPublisher:
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await watcher
 
+    async def _drain(self, client: aiomqtt.Client, watcher: asyncio.Task[None], *, v5: bool) -> None:
+        """Publish the outbox in order until it is empty (or, while closing, the drain time is up)."""
+        loop = asyncio.get_running_loop()
+        while (head := self._outbox.peek()) is not None:
+            left = self._drain_deadline - loop.time() if self._closing.is_set() else math.inf
+            if left <= 0:
+                log.warning("mqtt_drain_timeout", outbox_left=len(self._outbox))
+                return
+            try:
+                await self._send(client, watcher, head, v5=v5, timeout=min(self._publish_timeout_s, left))
+            except aiomqtt.MqttError:
+                if self._closing.is_set() and not watcher.done():
+                    continue  # cut short by the drain deadline on a live connection: the loop logs it
+                raise
+            self._outbox.ack(head)
+
     async def _send(
-        self, client: aiomqtt.Client, watcher: asyncio.Task[None], msg: OutMessage, *, v5: bool
+        self,
+        client: aiomqtt.Client,
+        watcher: asyncio.Task[None],
+        msg: OutMessage,
+        *,
+        v5: bool,
+        timeout: float,
     ) -> None:
         """Publish and wait for the PUBACK (bounded); a lost connection ends the wait at once."""
-        timeout = self._publish_timeout_s
-        if self._closing.is_set():
-            left = self._drain_deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                raise _DrainTimeout
-            timeout = min(timeout, left)
         properties = None
         if v5 and msg.expires_at is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -350,7 +359,11 @@ class MqttPublisher:
     # -- shutdown ---------------------------------------------------------------------------
 
     async def close(self, final: Sequence[OutMessage] = (), drain_timeout_s: float = 2.0) -> None:
-        """Flush the outbox and ``final`` if connected (within ``drain_timeout_s``), disconnect, end run()."""
+        """If connected: flush the outbox (at most ``drain_timeout_s``), then ``final``; disconnect.
+
+        Ends run(). Without a connection the outbox and ``final`` are dropped (the retained status
+        is then what the Last Will left).
+        """
         if self._closing.is_set():
             await self._stopped.wait()
             return
@@ -363,7 +376,8 @@ class MqttPublisher:
             return
         try:
             # run() ends by itself: the drain is bounded and so is a connect attempt.
-            await asyncio.wait_for(asyncio.shield(self._stopped.wait()), drain_timeout_s + CONNECT_TIMEOUT_S)
+            budget = drain_timeout_s + self._publish_timeout_s * len(self._final) + CONNECT_TIMEOUT_S
+            await asyncio.wait_for(asyncio.shield(self._stopped.wait()), budget)
         except TimeoutError:
             self._force_cancelled = True
             self._run_task.cancel()
