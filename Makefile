@@ -21,6 +21,7 @@ bench: setup
 	$(PYTHON) -m streamer.mqtt.latency_bench
 	$(PYTHON) -m streamer.segmenter_bench
 	$(PYTHON) -m streamer.soak
+	$(PYTHON) -m streamer.webrtc_bench --browser
 
 lint:
 	$(PYTHON) -m ruff check .

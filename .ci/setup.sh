@@ -10,9 +10,10 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
 fi
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[dev,stream,models]"
 
-# Debian packages used by the tests (a real MQTT broker), when we may install them.
+# Debian packages used by the tests (a real MQTT broker, a real browser), when we may install them.
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the browser test's real WebRTC client
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

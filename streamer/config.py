@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from streamer.payloads import validate_room
 from streamer.segmenter import SegmenterSettings
@@ -24,6 +25,70 @@ class MqttConfig(_Section):
     outbox_size: int = Field(1000, ge=1, le=1_000_000)
     publish_timeout_s: float = Field(1.0, gt=0, le=60)
     client_id_prefix: str = "llm-sap"
+
+
+class WebConfig(_Section):
+    """The web app: WebRTC ingest (``POST /offer``) and the OR monitoring page (``GET /``)."""
+
+    enabled: bool | None = None  # None: on when a stream's source is webrtc; true: also monitor the others
+    bind: str = "127.0.0.1:8080"  # HOST:PORT ([::1]:8080 for IPv6; port 0 = any free port)
+    token: str | None = None  # required on every endpoint; generated at start when bound off loopback
+    cors_origins: tuple[str, ...] = ()  # origins allowed to call the API from other pages
+    cert_file: str | None = None  # serve HTTPS (browsers share a camera only on https:// or localhost)
+    key_file: str | None = None
+    max_width: int = Field(1280, ge=16, le=3840)  # the page's capture constraints
+    max_height: int = Field(720, ge=16, le=2160)
+    max_fps: float = Field(25.0, gt=0, le=60)
+    start_bitrate_kbps: int = Field(2000, ge=100, le=50_000)  # x-google-*-bitrate in the answer SDP
+    min_bitrate_kbps: int = Field(1000, ge=50, le=50_000)
+    max_bitrate_kbps: int = Field(4000, ge=100, le=50_000)
+    client_queue: int = Field(256, ge=8, le=100_000)  # events buffered per page (oldest dropped)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        split_bind(value)
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) < 8 or any(c.isspace() for c in value)):
+            raise ValueError("token must be at least 8 characters with no spaces")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"CORS origin {origin!r} must be like https://host[:port] (no path, no '*')")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both for HTTPS, or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _bitrates(self) -> WebConfig:
+        rates = (self.min_bitrate_kbps, self.start_bitrate_kbps, self.max_bitrate_kbps)
+        if not rates[0] <= rates[1] <= rates[2]:
+            raise ValueError(f"bitrates must satisfy min <= start <= max kbps, got {rates}")
+        return self
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:8080"`` for IPv6) → (host, port); ValueError naming the value."""
+    host, sep, port_text = bind.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"bind address {bind!r} must be HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
+    return host, int(port_text)
 
 
 class StreamConfig(_Section):
@@ -51,3 +116,4 @@ class ServiceConfig(_Section):
     refresh_text: bool = True
     recommendation_ttl_s: float = Field(120.0, gt=0)
     mqtt: MqttConfig = MqttConfig()
+    web: WebConfig = WebConfig()

@@ -2,7 +2,9 @@
 
 Each stream has its own pipeline, worker threads and MQTT publisher (so each room has its own
 Last Will on its own status topic), so one slow or failed stream never delays another. With no
-broker configured, an embedded amqtt broker on 127.0.0.1 is started first.
+broker configured, an embedded amqtt broker on 127.0.0.1 is started first. With a webrtc stream
+(or ``web.enabled``), the web app (the OR page, WebRTC ingest) starts before the streams and
+every room's payloads also go to its pages.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,6 +29,9 @@ from streamer.recognizers import create_recognizer
 from streamer.recognizers.base import Recognizer
 from streamer.sources import open_source
 from streamer.sources.base import FrameSource
+
+if TYPE_CHECKING:
+    from streamer.web.server import WebServer
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +90,10 @@ class Service:
         # bad input (a malformed timeline, a missing checkpoint) fails here, before anything starts
         self._recognizers = {s.room: self._recognizer(s) for s in cfg.streams}
         self.started = asyncio.Event()
+        self.webrtc_rooms = [s.room for s in cfg.streams if s.source == "webrtc"]
+        if self.webrtc_rooms and cfg.web.enabled is False:
+            raise StreamerError(f"room {self.webrtc_rooms[0]}: source webrtc needs service.web.enabled")
+        self.web: WebServer | None = None  # the page and WebRTC ingest, when enabled
 
     # ---- setup -------------------------------------------------------------------------------
     def _recognizer(self, stream: StreamConfig) -> Recognizer:
@@ -109,9 +118,22 @@ class Service:
             protocol="3.1.1" if self._embedded_protocol else m.protocol,
         )
 
+    async def _start_web(self) -> None:
+        """The page (and WebRTC ingest) before the streams: on with a webrtc stream or web.enabled."""
+        if not (self.cfg.web.enabled or self.webrtc_rooms):
+            return
+        from streamer.web.server import WebServer
+
+        rooms = [s.room for s in self.cfg.streams]
+        self.web = WebServer(self.cfg.web, rooms, self.webrtc_rooms, frame_size=self.cfg.frame_size)
+        await self.web.start()
+
     def _build(self, stream: StreamConfig) -> StreamRun:
         recognizer = self._recognizers[stream.room]
-        source = self.source_factory(stream, self.cfg)
+        if self.web is not None and stream.source == "webrtc":
+            source: FrameSource = self.web.source_for(stream.room)
+        else:
+            source = self.source_factory(stream, self.cfg)
         payloads = PayloadFactory(stream.room, recommendation_ttl_s=self.cfg.recommendation_ttl_s)
         topics = Topics(stream.room)
         holder: dict[str, StreamPipeline] = {}
@@ -135,6 +157,8 @@ class Service:
         sinks: list[PayloadSink] = [MqttSink(publisher)]
         if self.extra_sinks:
             sinks += list(self.extra_sinks(stream.room))
+        if self.web is not None:
+            sinks.append(self.web.sink_for(stream.room))
         pipeline = StreamPipeline(
             room=stream.room,
             source=source,
@@ -163,6 +187,7 @@ class Service:
             self._embedded_protocol = True
             log.info("service.embedded_broker", url=self.broker_url)
         try:
+            await self._start_web()
             self.runs = [self._build(s) for s in self.cfg.streams]
             for run in self.runs:
                 run.tasks.append(asyncio.create_task(run.publisher.run(), name=f"mqtt-{run.config.room}"))
@@ -206,10 +231,14 @@ class Service:
             final = OutMessage(
                 run.pipeline.topics.status, encode(payload), qos=1, retain=True, message_id=payload["id"]
             )
+            if self.web is not None:  # the pages see the same final status
+                self.web.hub.emit(final.topic, payload, retain=True, expires_at=None)
             with contextlib.suppress(Exception):
                 await run.publisher.close(final=[final])
             for task in run.tasks:
                 task.cancel()
             await asyncio.gather(*run.tasks, return_exceptions=True)
+        if self.web is not None:
+            await self.web.stop()
         if self._embedded is not None:
             await self._embedded.stop()

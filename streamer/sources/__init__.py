@@ -1,6 +1,7 @@
 """Frame sources, chosen by a spec string; implementations are imported only when chosen.
 
-``open_source("synthetic", ...)`` → ``SyntheticSource``; a URL (``rtsp://...``, ``http://...``)
+``open_source("synthetic", ...)`` → ``SyntheticSource``; ``open_source("webrtc", room=...)`` →
+``WebRTCSource`` (fed by the web app's ``POST /offer``); a URL (``rtsp://...``, ``http://...``)
 or a file path → ``VideoSource``. A new kind is one builder function in ``BUILDERS``, keyed by
 the spec that selects it (e.g. ``"webrtc"``); anything not a key there is a URL or a path.
 """
@@ -56,8 +57,24 @@ def _video(
     )
 
 
+def _webrtc(
+    spec: str,
+    *,
+    realtime: bool,
+    output_size: tuple[int, int] | None,
+    lossless: bool | None,
+    name: str | None,
+    room: str = "webrtc",
+    **kwargs: Any,
+) -> FrameSource:
+    """A live WebRTC room; its peers attach through the web app (``streamer.web``), never lossless."""
+    from streamer.sources.webrtc import WebRTCSource
+
+    return WebRTCSource(room, output_size=output_size, name=name, **kwargs)
+
+
 #: Named kinds; a spec that is not a key here is a URL or a file path, opened with PyAV.
-BUILDERS: dict[str, SourceBuilder] = {"synthetic": _synthetic}
+BUILDERS: dict[str, SourceBuilder] = {"synthetic": _synthetic, "webrtc": _webrtc}
 VIDEO_KIND = "video"
 
 

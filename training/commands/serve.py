@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", help="video file, rtsp://... URL, or synthetic")
+    p.add_argument("--source", help="video file, rtsp://... URL, synthetic, or webrtc (the page's camera)")
     p.add_argument("--room", default="or-1", help="operating-room id, used in MQTT topics (default or-1)")
     p.add_argument("--broker", help="mqtt://user:pass@host:port or mqtts://... (default: embedded broker)")
     p.add_argument("--recognizer", help="timeline:FILE[#VIDEO] or checkpoint:FILE")
@@ -28,6 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                    help="pace files by their timestamps like a live feed (default on)")  # fmt: skip
     p.add_argument("--exit-when-done", action="store_true", help="exit once every stream has ended")
+    p.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        help="serve the OR page (and WebRTC ingest) here, for any source (default 127.0.0.1:8080)",
+    )
+    p.add_argument("--token", help="access token for the page and /offer (generated when bound off loopback)")
 
 
 def stream_overrides(args: argparse.Namespace) -> list[str]:
@@ -42,6 +48,10 @@ def stream_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"planner.engine={json.dumps(args.planner)}")
     if getattr(args, "realtime", None) is not None:
         out.append(f"service.realtime={str(args.realtime).lower()}")
+    if getattr(args, "bind", None):
+        out += [f"service.web.bind={json.dumps(args.bind)}", "service.web.enabled=true"]
+    if getattr(args, "token", None):
+        out.append(f"service.web.token={json.dumps(args.token)}")
     return out
 
 

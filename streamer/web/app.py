@@ -1,0 +1,197 @@
+"""The web app: the OR monitoring page, its live feed, WebRTC signaling, health.
+
+Endpoints (all require the token when one is configured):
+- ``GET /`` the page (``index.html`` + ``app.js`` + ``app.css``, served from this package);
+- ``GET /config?room=ID`` rooms and the page's capture limits;
+- ``GET /events?room=ID`` server-sent events: the payloads that go to MQTT (``hub.py``);
+- ``POST /offer?room=ID`` SDP offer in, answer out (``signaling.py``);
+- ``GET /healthz`` per-room source and page counters.
+
+Access: the token is accepted as ``Authorization: Bearer T``, ``?token=T`` or the cookie that
+``GET /`` sets for the page's own requests (HttpOnly, SameSite=Strict), compared in constant time.
+A request that carries an ``Origin`` other than this server's is refused unless the origin is in
+``cors_origins``, which also get CORS headers (preflight included). Request logs never carry the
+query string (it may hold the token).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from aiohttp import web
+
+from streamer.sources.webrtc import WebRTCSource
+from streamer.web.hub import HUB, EventHub, events_handler
+from streamer.web.signaling import SIGNALING, Signaling
+
+log = structlog.get_logger(__name__)
+
+COOKIE = "llm_sap_token"
+_PAGE_FILES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
+               "/app.css": ("app.css", "text/css")}  # fmt: skip
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_width: int = 1280
+    max_height: int = 720
+    max_fps: float = 25.0
+    bitrate_kbps: tuple[int, int, int] = (2000, 1000, 4000)  # start, min, max
+    secure_cookie: bool = False  # served over HTTPS
+
+
+def _json_error(status: type[web.HTTPException], message: str, **headers: str) -> web.HTTPException:
+    return status(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
+
+
+def request_token(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.query.get("token") or request.cookies.get(COOKIE)
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _cors_headers(origin: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        "Access-Control-Max-Age": "600",
+        "Vary": "Origin",
+    }
+
+
+def _middlewares(settings: WebSettings) -> list[Any]:
+    @web.middleware
+    async def access_log(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            level = log.debug if status < 400 else log.info
+            ms = round((time.perf_counter() - started) * 1000, 1)
+            level("web.request", method=request.method, path=request.path, status=status, ms=ms)
+
+    @web.middleware
+    async def origin_and_cors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        same = origin is not None and urlsplit(origin).netloc == request.host
+        allowed = origin is not None and origin in settings.cors_origins
+        if origin is not None and not same and not allowed:
+            raise _json_error(web.HTTPForbidden, f"origin {origin} is not allowed (service.web.cors_origins)")
+        extra = _cors_headers(origin) if allowed and origin else {}
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers=extra)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(extra)
+            raise
+        if not response.prepared:  # an event stream has sent its headers already
+            response.headers.update(extra)
+        return response
+
+    @web.middleware
+    async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if settings.token is not None and not token_matches(request_token(request), settings.token):
+            raise _json_error(
+                web.HTTPUnauthorized,
+                "missing or wrong token: open the page with ?token=..., or send Authorization: Bearer ...",
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
+
+    return [access_log, origin_and_cors, auth]
+
+
+def create_app(
+    hub: EventHub, settings: WebSettings, *, sources: Mapping[str, WebRTCSource] | None = None
+) -> web.Application:
+    """The app for ``hub``'s rooms; ``sources`` are the rooms that take WebRTC video (the others
+    are monitor-only). ``app[SIGNALING].close()`` closes the peers on shutdown."""
+    sources = dict(sources or {})
+    signaling = Signaling(sources, bitrate_kbps=settings.bitrate_kbps)
+    app = web.Application(middlewares=_middlewares(settings), client_max_size=256 * 1024)
+    app[HUB] = hub
+    app[SIGNALING] = signaling
+
+    async def page(request: web.Request) -> web.Response:
+        name, content_type = _PAGE_FILES[request.path]
+        body = (resources.files("streamer.web") / name).read_text(encoding="utf-8")
+        response = web.Response(text=body, content_type=content_type, headers={"Cache-Control": "no-cache"})
+        if settings.token is not None and request.path == "/":  # the page's own requests carry it
+            response.set_cookie(
+                COOKIE,
+                settings.token,
+                httponly=True,
+                samesite="Strict",
+                path="/",
+                secure=settings.secure_cookie,
+            )
+        return response
+
+    async def config(request: web.Request) -> web.Response:
+        room = request.query.get("room") or (hub.rooms[0] if hub.rooms else "")
+        if room not in hub.rooms:
+            raise _json_error(
+                web.HTTPNotFound, f"room {room!r} is not served here (rooms: {', '.join(hub.rooms)})"
+            )
+        return web.json_response(
+            {
+                "room": room,
+                "rooms": [{"room": r, "webrtc": r in sources} for r in hub.rooms],
+                "webrtc": room in sources,
+                "capture": {
+                    "max_width": settings.max_width,
+                    "max_height": settings.max_height,
+                    "max_fps": settings.max_fps,
+                },
+            }
+        )
+
+    async def healthz(request: web.Request) -> web.Response:
+        rooms: dict[str, Any] = {}
+        for room in hub.rooms:
+            rooms[room] = {"pages": len(hub.clients(room)), "webrtc": room in sources} | (
+                video_info(room) or {}
+            )
+        return web.json_response({"status": "ok", "rooms": rooms})
+
+    def video_info(room: str) -> dict[str, Any] | None:
+        source = sources.get(room)
+        if source is None:
+            return None
+        s = source.stats
+        peer = signaling.peers.get(room, (None,))[0]
+        return {"peer": peer, "received": source.received, "decoded": s.decoded, "dropped": s.dropped,
+                "failed": s.failed}  # fmt: skip
+
+    hub.video_info = video_info
+    for path in _PAGE_FILES:
+        app.router.add_get(path, page)
+    app.router.add_get("/config", config)
+    app.router.add_get("/events", events_handler)
+    app.router.add_post("/offer", signaling.handle_offer)
+    app.router.add_get("/healthz", healthz)
+    return app
