@@ -86,10 +86,9 @@ class Planner:
 
     def recommend(self, memory: NHFMemory) -> Recommendation:
         t0 = time.perf_counter()
+        if self._inline:  # the prior engine may hold its own prior (prior:FILE): rank with it
+            return self._build(memory, softmax(self.engine.rank(memory)), t0)
         prior_log = self.prior.log_scores(memory.history)
-        if self._inline:
-            probs = softmax(prior_log)
-            return self._build(memory, probs, t0)
         degraded_reason = self._unavailable_reason()
         llm_log: dict[str, float] | None = None
         if degraded_reason is None:

@@ -113,3 +113,17 @@ def test_failing_engine_degrades_with_reason() -> None:
 def test_unknown_engine_is_a_clear_error() -> None:
     with pytest.raises(UnknownEngineError, match="'nonsense'"):
         create_engine("nonsense:/x", packaged_prior())
+
+
+def test_prior_engine_from_a_file_ranks_with_that_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from planner.prior import PriorSettings
+
+    seq = ["Dissection", "Coagulation", "Dissection", "Aspiration", "Dissection", "Coagulation", "Dissection"]
+    unigram = SequencePrior.fit([seq], PriorSettings(order=1))
+    path = tmp_path / "unigram.json"
+    unigram.save(path)
+    fallback = packaged_prior()
+    planner = Planner(create_engine(f"prior:{path}", fallback), fallback)
+    rec = planner.recommend(NHFMemory.from_history([], "Vessel Clipping"))
+    assert rec.ranked_labels[:2] == ("Dissection", "Coagulation")  # the file's counts, not the packaged prior's
+    assert "order=1" in rec.model
