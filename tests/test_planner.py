@@ -125,5 +125,6 @@ def test_prior_engine_from_a_file_ranks_with_that_file(tmp_path) -> None:  # typ
     fallback = packaged_prior()
     planner = Planner(create_engine(f"prior:{path}", fallback), fallback)
     rec = planner.recommend(NHFMemory.from_history([], "Vessel Clipping"))
-    assert rec.ranked_labels[:2] == ("Dissection", "Coagulation")  # the file's counts, not the packaged prior's
+    # the file's counts, not the packaged prior's
+    assert rec.ranked_labels[:2] == ("Dissection", "Coagulation")
     assert "order=1" in rec.model

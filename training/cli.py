@@ -26,9 +26,16 @@ from training.exceptions import TrainingError, UsageError
 COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.commands.evaluate", "score a planner (or predictions) on the CholecT50-SAP split"),
     "select-prior": ("training.commands.select_prior", "choose the sequence prior's settings by CV"),
+    "select-fusion": ("training.commands.select_fusion", "choose the engine/prior fusion weight by CV"),
     "serve": ("training.commands.serve", "run the live service until stopped"),
     "replay": ("training.commands.replay", "a recorded video through the live pipeline, into a report"),
     "demo": ("training.commands.demo", "the whole system on embedded defaults, watched from the terminal"),
+    "tiny-model": ("training.commands.tiny_model", "build a tiny random Qwen2 / Qwen2-VL checkpoint locally"),
+    "distill": ("training.commands.distill", "teacher answers for the training samples, verified, as chats"),
+    "sft": ("training.commands.sft", "LoRA SFT (TRL) on distilled chats: --config FILE [--resume]"),
+    "grpo": ("training.commands.grpo", "GRPO (TRL) from the SFT adapter with rule-based rewards"),
+    "merge": ("training.commands.merge", "merge a LoRA adapter into its base for TensorRT-LLM / vLLM"),
+    "train-recognizer": ("training.commands.train_recognizer", "train the streamer's frame classifier"),
 }
 
 

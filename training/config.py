@@ -19,6 +19,7 @@ from planner.planner import PlannerSettings
 from planner.prior import PriorSettings
 from streamer.config import ServiceConfig
 from training.exceptions import ConfigError
+from training.recipes import DistillConfig, GrpoConfig, SftConfig
 
 
 class _Section(BaseModel):
@@ -46,6 +47,9 @@ class EvaluateConfig(_Section):
 class TrainingConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     cv_folds: int = Field(0, ge=0, description="0 = leave-one-video-out")
+    distill: DistillConfig = DistillConfig()
+    sft: SftConfig = SftConfig()
+    grpo: GrpoConfig = GrpoConfig()
 
 
 class LoggingConfig(_Section):

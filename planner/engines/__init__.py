@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # name -> "module:factory"; the factory takes (arg, prior, settings) and returns a PlanningEngine.
 _REGISTRY: dict[str, str] = {
     "prior": "planner.engines.prior:create",
+    "transformers": "planner.engines.transformers_engine:create",
+    "openai": "planner.engines.openai_engine:create",
+    "trtllm": "planner.engines.trtllm_engine:create",
 }
 
 

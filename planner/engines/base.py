@@ -25,6 +25,7 @@ class EngineSettings:
     max_new_tokens: int = 256  # cap on the structured response
     captioner: str | None = None  # a Qwen2-VL checkpoint writing C_t for IndirNHFM (None: no captions)
     model_name: str | None = None  # served model name (OpenAI-compatible servers)
+    tokenizer: str | None = None  # local tokenizer folder to render prompts (OpenAI-compatible servers)
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the API key, if any
     timeout_s: float = 30.0  # per HTTP request
     retries: int = 2  # HTTP retries on connection errors and 5xx

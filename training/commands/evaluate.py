@@ -1,4 +1,8 @@
-"""``llm-sap evaluate``: a planner (or predictions made elsewhere) on the paper's split."""
+"""``llm-sap evaluate``: a planner (or predictions made elsewhere) on the paper's split.
+
+``--compare NAME=SPEC[@ADAPTER][+prior[:W]]`` (repeatable) scores several planners in one table
+instead (see ``training.compare``); ``--plot OUT.png`` draws the rows as grouped bars.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ from rich.console import Console
 
 from planner.atomic import atomic_write_json
 from training.cholect50 import load_annotations
+from training.compare import PAPER_LABEL, comparison_json, evaluate_specs, parse_compare_specs, plot_metrics
 from training.config import AppConfig
 from training.evaluate import PAPER_BEST, predict, read_predictions, score, write_predictions
-from training.exceptions import PredictionsError
+from training.exceptions import PredictionsError, UsageError
 from training.planning import build_planner, build_prior
 from training.report import metrics_table, progress_bar
 
@@ -29,6 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictions-in", type=Path, help="score these JSONL predictions instead of a planner")
     p.add_argument("--predictions-out", type=Path, help="write the planner's predictions as JSONL")
     p.add_argument("--json", type=Path, dest="json_out", help="write the metrics as JSON")
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC[@ADAPTER][+prior[:W]]",
+        help="a planner row (repeatable), e.g. sft+prior=transformers:/m@out/sft+prior",
+    )
+    p.add_argument("--plot", type=Path, metavar="OUT.png", help="grouped bar chart of the rows (matplotlib)")
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -43,6 +56,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    if args.compare:
+        return run_compare(cfg, args, console)
     data = load_annotations(args.annotations)
     samples = data.split(cfg.training.evaluate.split)
     if args.predictions_in:
@@ -78,5 +93,39 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
         atomic_write_json(
             args.json_out, {**report.to_dict(), "planner": name, "split": cfg.training.evaluate.split}
         )
+    if args.plot:
+        plot_metrics([(name, report.metrics)], args.plot)
+        console.print(f"wrote {args.plot}")
     log.info("evaluate.done", samples=report.samples, slacc1=report.metrics["SLAcc@1"])
+    return 0
+
+
+def run_compare(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    single = {"--planner": args.planner, "--adapter": args.adapter,
+              "--predictions-in": args.predictions_in, "--predictions-out": args.predictions_out}  # fmt: skip
+    clash = [flag for flag, value in single.items() if value]
+    if clash:
+        raise UsageError(f"--compare names each row's planner: drop {', '.join(clash)}")
+    specs = parse_compare_specs(args.compare)
+    data = load_annotations(args.annotations)
+    split = cfg.training.evaluate.split
+    samples = data.split(split)
+    prior = build_prior(cfg, data, args.prior)
+    rows = evaluate_specs(cfg, prior, specs, samples, lambda what, n: progress_bar(what, n, console))
+    first = rows[0].report
+    caption = (f"{first.samples} samples ({first.relaxed_samples} for the relaxed metrics) from "
+               f"{first.videos} videos, split '{split}'; λ = fusion weight with the prior")  # fmt: skip
+    table_rows = [(PAPER_LABEL, PAPER_BEST), *((r.label, r.report.metrics) for r in rows)]
+    console.print(metrics_table("CholecT50-SAP next-action planning (%)", table_rows, caption))
+    for r in rows:
+        if r.degraded:
+            console.print(
+                f"{r.spec.name}: {r.degraded} samples fell back to the prior (engine failure or deadline)"
+            )
+    if args.json_out:
+        atomic_write_json(args.json_out, comparison_json(rows, split))
+    if args.plot:
+        plot_metrics([(r.label, r.report.metrics) for r in rows], args.plot)
+        console.print(f"wrote {args.plot}")
+    log.info("evaluate.compare_done", rows=len(rows), samples=first.samples)
     return 0

@@ -1,0 +1,38 @@
+"""``llm-sap grpo --config FILE [--set training.grpo.KEY=VALUE] [--resume]``: GRPO from the SFT adapter."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from training.config import AppConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    return []
+
+
+def _span(values: list[float]) -> str:
+    return f"{values[0]:.3f} -> {values[-1]:.3f}" if values else "-"
+
+
+def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    from training.grpo import run_grpo
+
+    recipe = cfg.training.grpo
+    result = run_grpo(recipe, resume=args.resume)
+    console.print(
+        f"GRPO: {result.steps} steps in {result.seconds:.1f} s; reward {_span(result.rewards)} "
+        f"(format {_span(result.format_rewards)}, correctness {_span(result.correctness_rewards)}); "
+        f"KL {_span(result.kl)}; adapter in {result.output_dir}",
+        markup=False,
+    )
+    console.print(
+        f"use it with: --planner transformers:{recipe.model} --adapter {result.output_dir}", markup=False
+    )
+    return 0
