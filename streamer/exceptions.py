@@ -25,3 +25,7 @@ class BrokerURLError(StreamerError, ValueError):
 
 class PayloadError(StreamerError, ValueError):
     """A payload fails its JSON Schema (a bug: payloads are validated before they go out)."""
+
+
+class UnknownRecognizerError(StreamerError, ValueError):
+    """A recognizer spec that is neither timeline:FILE[#VIDEO] nor checkpoint:FILE."""

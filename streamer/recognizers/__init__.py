@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from streamer.exceptions import StreamerError
+from streamer.exceptions import UnknownRecognizerError
 from streamer.recognizers.base import Recognizer
-
-
-class UnknownRecognizerError(StreamerError, ValueError):
-    pass
 
 
 def create_recognizer(spec: str, rate_hz: float = 2.0) -> Recognizer:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
 
 from streamer.demo import run_demo
+from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from training.config import AppConfig
 from training.exceptions import UsageError
 from training.planning import build_planner, build_prior
@@ -22,12 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--timeline", help="CSV start_s,action (or total_video_info.json#VIDxx) for --video")
     p.add_argument("--speed", type=float, default=8.0, help="synthetic video speed-up (default 8x)")
-    p.add_argument("--planner", help="planner engine spec (default prior)")
+    add_planner_arguments(p)
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
     out = [] if args.log_level else ["logging.level='warning'"]  # the terminal view is the output
-    return out + ([f"planner.engine={json.dumps(args.planner)}"] if args.planner else [])
+    return out + flag_overrides(args, PLANNER_FLAGS)
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:

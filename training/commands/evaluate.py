@@ -7,7 +7,6 @@ instead (see ``training.compare``); ``--plot OUT.png`` draws the rows as grouped
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import structlog
@@ -15,6 +14,7 @@ from rich.console import Console
 
 from planner.atomic import atomic_write_json
 from training.cholect50 import load_annotations
+from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from training.compare import PAPER_LABEL, comparison_json, evaluate_specs, parse_compare_specs, plot_metrics
 from training.config import AppConfig
 from training.evaluate import PAPER_BEST, predict, read_predictions, score, write_predictions
@@ -27,8 +27,7 @@ log = structlog.get_logger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", type=Path, required=True, help="CholecT50-SAP total_video_info.json")
-    p.add_argument("--planner", help="engine spec: prior (default), or NAME:ARG of a model engine")
-    p.add_argument("--adapter", help="a LoRA adapter folder for a model engine (peft)")
+    add_planner_arguments(p)
     p.add_argument("--prior", type=Path, help="a fitted prior JSON (default: fit on the training videos)")
     p.add_argument("--split", choices=("train", "test", "all"), help="samples to score (default: test)")
     p.add_argument("--predictions-in", type=Path, help="score these JSONL predictions instead of a planner")
@@ -45,14 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    if args.planner:
-        out.append(f"planner.engine={json.dumps(args.planner)}")
-    if args.adapter:
-        out.append(f"planner.engine_settings.adapter={json.dumps(args.adapter)}")
-    if args.split:
-        out.append(f"training.evaluate.split={json.dumps(args.split)}")
-    return out
+    return flag_overrides(args, {**PLANNER_FLAGS, "split": "training.evaluate.split"})
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:

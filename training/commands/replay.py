@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -13,6 +12,7 @@ from rich.table import Table
 from planner.atomic import atomic_write_json
 from streamer.exceptions import SourceError
 from streamer.replay import replay
+from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from training.config import AppConfig
 from training.planning import build_planner, build_prior
 
@@ -23,17 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", help="mqtt://... (default: embedded broker)")
     p.add_argument("--room", default="replay", help="room id for the MQTT topics (default replay)")
     p.add_argument("--recognizer", help="use this recognizer instead of the timeline oracle")
-    p.add_argument("--planner", help="planner engine spec (default prior)")
+    add_planner_arguments(p)
     p.add_argument("--report", type=Path, help="write the report as JSON")
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    if args.broker:
-        out.append(f"service.mqtt.broker={json.dumps(args.broker)}")
-    if args.planner:
-        out.append(f"planner.engine={json.dumps(args.planner)}")
-    return out
+    return flag_overrides(args, {**PLANNER_FLAGS, "broker": "service.mqtt.broker"})
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:

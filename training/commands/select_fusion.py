@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -12,6 +11,7 @@ from rich.table import Table
 from planner.atomic import atomic_write_json
 from planner.engines import create_engine
 from training.cholect50 import load_annotations
+from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from training.config import AppConfig
 from training.evaluate import PAPER_BEST, score
 from training.exceptions import UsageError
@@ -23,8 +23,7 @@ from training.report import metrics_table, progress_bar
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", type=Path, required=True, help="CholecT50-SAP total_video_info.json")
-    p.add_argument("--planner", required=True, help="engine spec, e.g. transformers:/models/qwen2.5-7b")
-    p.add_argument("--adapter", help="a LoRA adapter folder for the engine")
+    add_planner_arguments(p, required=True)
     p.add_argument(
         "--weights", help=f"comma-separated λ values (default {','.join(map(str, DEFAULT_LAMBDAS))})"
     )
@@ -32,10 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    out = [f"planner.engine={json.dumps(args.planner)}"]
-    if args.adapter:
-        out.append(f"planner.engine_settings.adapter={json.dumps(args.adapter)}")
-    return out
+    return flag_overrides(args, PLANNER_FLAGS)
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from streamer.exceptions import SourceError
 from streamer.service import Service
+from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from training.config import AppConfig
 from training.planning import build_planner, build_prior
 
@@ -24,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--room", default="or-1", help="operating-room id, used in MQTT topics (default or-1)")
     p.add_argument("--broker", help="mqtt://user:pass@host:port or mqtts://... (default: embedded broker)")
     p.add_argument("--recognizer", help="timeline:FILE[#VIDEO] or checkpoint:FILE")
-    p.add_argument("--planner", help="planner engine spec (default prior)")
+    add_planner_arguments(p)
     p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                    help="pace files by their timestamps like a live feed (default on)")  # fmt: skip
     p.add_argument("--exit-when-done", action="store_true", help="exit once every stream has ended")
@@ -40,18 +41,17 @@ def stream_overrides(args: argparse.Namespace) -> list[str]:
     out = []
     if args.source:
         out.append(f"service.streams=[{{room={json.dumps(args.room)}, source={json.dumps(args.source)}}}]")
-    if args.broker:
-        out.append(f"service.mqtt.broker={json.dumps(args.broker)}")
-    if args.recognizer:
-        out.append(f"service.recognizer={json.dumps(args.recognizer)}")
-    if args.planner:
-        out.append(f"planner.engine={json.dumps(args.planner)}")
-    if getattr(args, "realtime", None) is not None:
-        out.append(f"service.realtime={str(args.realtime).lower()}")
+    keys = {
+        **PLANNER_FLAGS,
+        "broker": "service.mqtt.broker",
+        "recognizer": "service.recognizer",
+        "realtime": "service.realtime",
+        "bind": "service.web.bind",
+        "token": "service.web.token",
+    }
+    out += flag_overrides(args, keys)
     if getattr(args, "bind", None):
-        out += [f"service.web.bind={json.dumps(args.bind)}", "service.web.enabled=true"]
-    if getattr(args, "token", None):
-        out.append(f"service.web.token={json.dumps(args.token)}")
+        out.append("service.web.enabled=true")
     return out
 
 
