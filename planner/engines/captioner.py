@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import structlog
 
@@ -68,6 +69,10 @@ class Captioner:
                 self._cache.popitem(last=False)
         log.info("captioner.captioned", clip_start_s=clip.start_s, action=clip.action, chars=len(text))
         return text
+
+    def describe(self, frames: Sequence[object]) -> str:
+        """A caption of these keyframes, uncached (the live caption worker caches per clip)."""
+        return " ".join(self._describe(frame) for frame in frames).strip()
 
     def attach(self, memory: NHFMemory) -> NHFMemory:
         """The memory with the current clip's caption, written here unless it already has one."""
