@@ -166,7 +166,7 @@ class Service:
             planner=self.planner_factory(),
             sinks=sinks,
             payloads=payloads,
-            segmenter=self.cfg.oracle_segmenter if recognizer.name == "timeline" else self.cfg.segmenter,
+            segmenter=self.cfg.oracle_segmenter if recognizer.has_ground_truth else self.cfg.segmenter,
             settings=PipelineSettings(refresh_text=self.cfg.refresh_text),
         )
         holder["p"] = pipeline
@@ -203,27 +203,57 @@ class Service:
             if stop.is_set():
                 log.info("service.stopping")
                 await asyncio.gather(*(r.pipeline.source.stop() for r in self.runs), return_exceptions=True)
-            await streams_done
+            results = await streams_done
             stopper.cancel()
+            for run, result in zip(self.runs, results, strict=True):
+                if isinstance(result, Exception):  # _run_stream never raises: a bug, still not silent
+                    self._stream_failed(run, _one_line(result), result)
             return [r.pipeline.state for r in self.runs]
         finally:
             await self._shutdown()
 
     async def _run_stream(self, run: StreamRun) -> None:
+        """One stream, start to end. Never raises (but for cancellation): any failure, a source
+        that cannot start or an exception in a pipeline stage, marks the stream ``failed`` with its
+        reason on the status topic and the page, and is logged (with its traceback when unexpected)."""
         pipeline = run.pipeline
         try:
             await pipeline.source.start()
         except StreamerError as exc:
-            pipeline.state.stream, pipeline.state.reason = "failed", str(exc)
-            pipeline.emit_status()
-            log.error("stream.failed", room=run.config.room, reason=str(exc))
+            self._stream_failed(run, str(exc))
+            pipeline.planner.close()
+            return
+        except Exception as exc:  # a bug in a source: say so, with the traceback
+            self._stream_failed(run, _one_line(exc), exc)
+            pipeline.planner.close()
             return
         try:
             await pipeline.run()
+        except Exception as exc:  # a stage crashed: the stream is over, and everyone must know
+            self._stream_failed(run, _one_line(exc), exc)
         finally:
             with contextlib.suppress(Exception):
                 await pipeline.source.stop()
             pipeline.planner.close()
+
+    def _stream_failed(self, run: StreamRun, reason: str, exc: BaseException | None = None) -> None:
+        """Mark ``run``'s stream failed: state, status topic (and page), error log."""
+        state = run.pipeline.state
+        state.stream, state.reason = "failed", reason
+        log.error("stream.failed", room=run.config.room, reason=reason, exc_info=exc)
+        try:
+            run.pipeline.emit_status()
+        except Exception:  # the status could not even be built: the log above is what is left
+            log.exception("stream.failed_status_not_sent", room=run.config.room)
+
+    @property
+    def failed_streams(self) -> list[tuple[str, str]]:
+        """(room, reason) of every stream that failed (commands exit 1 when there is one)."""
+        return [
+            (r.config.room, r.pipeline.state.reason or "failed")
+            for r in self.runs
+            if r.pipeline.state.stream == "failed"
+        ]
 
     async def _shutdown(self) -> None:
         for run in self.runs:
@@ -242,3 +272,9 @@ class Service:
             await self.web.stop()
         if self._embedded is not None:
             await self._embedded.stop()
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, bounded (a status reason, not a traceback)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

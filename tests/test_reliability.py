@@ -1,0 +1,91 @@
+"""No silent failure: a stage that raises fails its stream loudly (log with traceback, status
+``failed`` with the reason on MQTT and the page), and the other rooms go on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from planner.planner import Planner
+from streamer.config import MqttConfig, ServiceConfig, StreamConfig
+from streamer.service import Service
+from streamer.sources.synthetic import SyntheticSource
+from tests.streaming_helpers import PROCEDURE, prior_planner, write_timeline
+
+if TYPE_CHECKING:
+    from tests.mqtt_fixtures import Mosquitto, Subscriber
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
+        self.payloads.append(payload)
+
+
+def crashing_planner() -> Planner:
+    planner = prior_planner()
+
+    def recommend(memory: object) -> object:
+        raise RuntimeError("boom in the planner stage")
+
+    planner.recommend = recommend  # type: ignore[method-assign,assignment]
+    return planner
+
+
+def _two_rooms(tmp_path: Path, broker: str, sinks: dict[str, ListSink]) -> Service:
+    timeline = write_timeline(tmp_path / "timeline.csv")
+    cfg = ServiceConfig(
+        streams=(
+            StreamConfig(room="or-bad", source="synthetic"),
+            StreamConfig(room="or-ok", source="synthetic"),
+        ),
+        recognizer=f"timeline:{timeline}",
+        recognizer_rate_hz=5.0,
+        mqtt=MqttConfig(broker=broker),
+    )
+    planners = iter([crashing_planner, prior_planner])
+
+    def source(stream: StreamConfig, c: ServiceConfig) -> SyntheticSource:
+        return SyntheticSource(PROCEDURE, duration_s=34.0, fps=10.0, size=(32, 32), realtime=True, speed=20.0)
+
+    return Service(
+        cfg,
+        planner_factory=lambda: next(planners)(),
+        source_factory=source,
+        extra_sinks=lambda room: [sinks.setdefault(room, ListSink())],
+    )
+
+
+async def test_a_stage_exception_fails_the_stream_loudly_and_the_other_room_goes_on(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_subscriber: type[Subscriber]
+) -> None:
+    sinks: dict[str, ListSink] = {}
+    sub = await mqtt_subscriber(mosquitto.settings("monitor"), ["llm-sap/v1/+/status"]).start()
+    service = _two_rooms(tmp_path, mosquitto.url("service"), sinks)
+    try:
+        with capture_logs() as logs:
+            states = await asyncio.wait_for(service.run(), 40)
+        failed = lambda ms: any(b'"failed"' in m.payload and "/or-bad/" in m.topic for m in ms)  # noqa: E731
+        assert await sub.wait_for(failed, 5)
+    finally:
+        await sub.stop()
+    bad, ok = states
+    assert bad.stream == "failed" and "boom in the planner stage" in (bad.reason or "")
+    assert ok.stream == "ended" and ok.recommendations >= len(PROCEDURE)
+    assert service.failed_streams == [("or-bad", bad.reason)]
+    # the log names the room and carries the traceback
+    errors = [e for e in logs if e["event"] == "stream.failed" and e.get("room") == "or-bad"]
+    assert errors and errors[0]["log_level"] == "error" and isinstance(errors[0]["exc_info"], RuntimeError)
+    # the MQTT subscriber and the page (any sink) both see the failure with its reason
+    statuses = [json.loads(m.payload) for m in sub.messages if "/or-bad/" in m.topic]
+    assert any(p["stream"] == "failed" and "boom" in p["reason"] for p in statuses)
+    assert any(p["type"] == "status" and p["stream"] == "failed" for p in sinks["or-bad"].payloads)
