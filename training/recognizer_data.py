@@ -7,8 +7,10 @@
   its timestamp;
 - synthetic videos from ``streamer.sources.synthetic`` (demos and tests).
 
-Every frame is resized to ``input_size``×``input_size`` RGB uint8 on load. Any bad input is a
-``RecognizerDataError`` (one line naming the file, the line and the value).
+Every frame goes through the serving path on load: decoded (or drawn) at the service's frame size
+``decode_size`` (``service.frame_size``, default 224) with area averaging, then resized to
+``input_size``×``input_size`` by ``recognizer_frame``, the one function the live recognizer uses.
+Any bad input is a ``RecognizerDataError`` (one line naming the file, the line and the value).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import numpy as np
 import structlog
 
 from planner.actions import ACTIONS, is_label, to_label
+from streamer.frames import resize_rgb
+from streamer.recognizers.frame_model import DECODE_SIZE, recognizer_frame
 from training.exceptions import TrainingError
 
 log = structlog.get_logger(__name__)
@@ -74,17 +78,18 @@ def _stack(
 
 
 # ---- a folder of frames with a CSV ----------------------------------------------------------------
-def load_image(path: Path, input_size: int) -> np.ndarray:
+def load_image(path: Path, input_size: int, decode_size: int = DECODE_SIZE) -> np.ndarray:
+    """A still as the service would see it: at ``decode_size``², then ``recognizer_frame``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            rgb = im.convert("RGB").resize((input_size, input_size), Image.Resampling.BOX)
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise RecognizerDataError(f"frame {path} not found") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise RecognizerDataError(f"frame {path}: not an image Pillow can read ({exc})") from None
-    return np.asarray(rgb, dtype=np.uint8)
+    return recognizer_frame(resize_rgb(rgb, (decode_size, decode_size)), input_size)
 
 
 @dataclass(frozen=True)
@@ -164,16 +169,23 @@ def read_manifest(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def sample_video(video: str, input_size: int, sample_hz: float) -> tuple[list[np.ndarray], list[float]]:
+def sample_video(
+    video: str, input_size: int, sample_hz: float, decode_size: int = DECODE_SIZE
+) -> tuple[list[np.ndarray], list[float]]:
     """Decode ``video`` and keep one frame per 1/``sample_hz`` s (the first at or after each tick),
-    converted to RGB at ``input_size``×``input_size``. Raises RecognizerDataError if it does not decode."""
+    converted to RGB as the video source does (``decode_size``², area), then ``recognizer_frame``.
+    Raises RecognizerDataError if it does not decode."""
     import av
+    from av.video.reformatter import VideoReformatter
+
+    from streamer.sources.video import INTERPOLATION
 
     if not Path(video).is_file():
         raise RecognizerDataError(f"video {video} not found")
     step, next_t = 1.0 / sample_hz, 0.0
     images: list[np.ndarray] = []
     times: list[float] = []
+    reformatter = VideoReformatter()
     try:
         with av.open(video) as container:
             if not container.streams.video:
@@ -185,8 +197,10 @@ def sample_video(video: str, input_size: int, sample_hz: float) -> tuple[list[np
                 t = float(frame.time) if frame.time is not None else index / fps
                 if t + 1e-6 < next_t:
                     continue
-                rgb = frame.reformat(input_size, input_size, "rgb24", interpolation="AREA")
-                images.append(rgb.to_ndarray())
+                rgb = reformatter.reformat(
+                    frame, decode_size, decode_size, format="rgb24", interpolation=INTERPOLATION, threads=1
+                )
+                images.append(recognizer_frame(rgb.to_ndarray(), input_size))
                 times.append(t)
                 while next_t <= t + 1e-6:
                     next_t += step
@@ -259,8 +273,10 @@ def from_synthetic(
     sample_hz: float = 1.0,
     seed: int = 0,
     on_progress: Progress | None = None,
+    decode_size: int = DECODE_SIZE,
 ) -> LabelledFrames:
-    """``n_videos`` synthetic videos (random timelines), rendered at ``input_size`` and ``sample_hz``."""
+    """``n_videos`` synthetic videos (random timelines), drawn at ``decode_size`` and ``sample_hz``,
+    resized to ``input_size`` as the live recognizer does."""
     from streamer.sources.synthetic import SyntheticSource
 
     if n_videos < 1 or duration_s <= 0 or sample_hz <= 0:
@@ -275,11 +291,11 @@ def from_synthetic(
     for v in range(n_videos):
         timeline = synthetic_timeline(duration_s, rng)
         source = SyntheticSource(
-            timeline, duration_s=duration_s, fps=sample_hz, size=(input_size, input_size)
+            timeline, duration_s=duration_s, fps=sample_hz, size=(decode_size, decode_size)
         )
         frame_rng = np.random.default_rng([seed, v])
         for index in range(source.frame_count):
-            images.append(source.render(index, frame_rng))
+            images.append(recognizer_frame(source.render(index, frame_rng), input_size))
             labels.append(ACTIONS.index(source.action_at(index / sample_hz)))
             videos.append(f"synthetic-{v:03d}")
         if on_progress:

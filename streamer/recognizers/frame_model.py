@@ -20,10 +20,19 @@ import numpy as np
 
 from planner.actions import ACTIONS
 from streamer.exceptions import CheckpointError
-from streamer.frames import Frame
+from streamer.frames import Frame, resize_rgb
 
 FORMAT = "llm-sap-frame-classifier"
 VERSION = 1
+#: The size the service decodes frames to (``service.frame_size``). Training decodes to it too and
+#: then takes the same :func:`recognizer_frame` step, so the classifier sees the same pixels.
+DECODE_SIZE = 224
+
+
+def recognizer_frame(image: np.ndarray, input_size: int) -> np.ndarray:
+    """The one resize of a recognizer frame, in training and in serving: a decoded H×W×3 RGB frame
+    → ``input_size``² with area averaging (:func:`streamer.frames.resize_rgb`)."""
+    return resize_rgb(image, (input_size, input_size))
 
 
 def build_model(channels: Sequence[int] = (16, 32, 64), n_classes: int = len(ACTIONS)) -> Any:
@@ -82,13 +91,11 @@ def save_checkpoint(
 def preprocess(
     images: Sequence[np.ndarray], input_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> Any:
-    """H×W×3 uint8 RGB arrays → a normalised N×3×S×S float tensor."""
+    """H×W×3 uint8 RGB arrays → a normalised N×3×S×S float tensor (resized by ``recognizer_frame``)."""
     import torch
-    import torch.nn.functional as F
 
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    if batch.shape[-2:] != (input_size, input_size):
-        batch = F.interpolate(batch, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    stacked = np.stack([recognizer_frame(image, input_size) for image in images])
+    batch = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
     return (batch - m) / s
@@ -99,6 +106,7 @@ class FrameClassifierRecognizer:
 
     name = "checkpoint"
     needs_pixels = True
+    has_ground_truth = False
 
     def __init__(self, model: Any, config: dict[str, Any], rate_hz: float = 2.0, source: str = "") -> None:
         self.model = model.eval()
@@ -147,3 +155,8 @@ class FrameClassifierRecognizer:
             x = preprocess([f.image for f in frames], self.input_size, self.mean, self.std)
             probs = torch.softmax(self.model(x), dim=-1).tolist()
         return [dict(zip(ACTIONS, row, strict=True)) for row in probs]
+
+
+def create(arg: str, rate_hz: float) -> FrameClassifierRecognizer:
+    """The registry's factory for ``checkpoint:FILE``."""
+    return FrameClassifierRecognizer.load(arg, rate_hz=rate_hz)
