@@ -1,6 +1,7 @@
 """The planner: NHFM memory → engine scores fused with the prior → a Recommendation.
 
-The engine runs in a named worker thread under a deadline. When it misses the deadline or
+A model engine runs in a worker thread (``EngineWorker``, shared by every room's Planner
+when one is given) under a deadline. When it misses the deadline or
 fails, the recommendation is the prior's ranking, flagged ``degraded`` with the reason; after
 ``failure_threshold`` failures in a row the engine is skipped for ``cooldown_s`` seconds
 instead of timing out on every clip.
@@ -11,13 +12,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 
 import structlog
 
 from planner.actions import ACTIONS
+from planner.engine_worker import EngineWorker
 from planner.engines.base import PlanningEngine
 from planner.memory import NHFMemory
 from planner.prior import SequencePrior
@@ -59,7 +61,11 @@ def softmax(log_scores: Mapping[str, float]) -> dict[str, float]:
 
 
 class Planner:
-    """Turns a memory snapshot into a Recommendation. Thread-safe for one caller at a time."""
+    """Turns a memory snapshot into a Recommendation. Thread-safe for one caller at a time.
+
+    ``worker``: a shared ``EngineWorker`` over ``engine`` (one model for every room); the Planner
+    then leaves the engine and the worker open on ``close`` (their owner closes them). Without
+    one, a model engine gets a worker of its own and the Planner closes both."""
 
     def __init__(
         self,
@@ -67,21 +73,24 @@ class Planner:
         prior: SequencePrior,
         settings: PlannerSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        worker: EngineWorker | None = None,
     ) -> None:
         self.engine = engine
         self.prior = prior
         self.settings = settings or PlannerSettings()
         self._clock = clock
-        self._inline = engine.name == "prior"  # the prior is instant: no thread, no deadline
-        self._pool = (
-            None if self._inline else ThreadPoolExecutor(1, thread_name_prefix=f"engine-{engine.name}")
-        )
+        self._inline = bool(getattr(engine, "instant", False))  # declared: no thread, no deadline
+        if worker is not None and worker.engine is not engine:
+            raise ValueError("the shared worker runs another engine")
+        self._owns_engine = worker is None
+        self._worker = None if self._inline else (worker or EngineWorker(engine))
         self._failures = 0
         self._skip_until = 0.0
 
     @property
     def instant(self) -> bool:
-        """True when ranking is cheap enough to run inline (the prior engine): no thread hop."""
+        """True when the engine declares ranking cheap enough to run inline: no thread hop."""
         return self._inline
 
     def recommend(self, memory: NHFMemory) -> Recommendation:
@@ -108,8 +117,10 @@ class Planner:
         return replace(recommendation, response=response, timings_ms=timings)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if not self._owns_engine:
+            return
+        if self._worker is not None:
+            self._worker.close()
         self.engine.close()
 
     # ---- internals ---------------------------------------------------------------------------
@@ -119,8 +130,8 @@ class Planner:
         return None
 
     def _rank_with_deadline(self, memory: NHFMemory) -> tuple[dict[str, float] | None, str | None]:
-        assert self._pool is not None
-        future: Future[dict[str, float]] = self._pool.submit(self.engine.rank, memory)
+        assert self._worker is not None
+        future: Future[dict[str, float]] = self._worker.submit(memory)
         try:
             scores = future.result(timeout=self.settings.deadline_s)
         except FutureTimeout:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from planner.config import LoggingConfig, PlannerConfig, Section
+from streamer.frames import DEFAULT_FRAME_SIZE
 from streamer.payloads import validate_room
 from streamer.segmenter import SegmenterSettings
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MqttConfig(_Section):
+class MqttConfig(Section):
     broker: str | None = None  # mqtt://user:pass@host:port or mqtts://...; None = embedded broker
     ca_file: str | None = None
     cert_file: str | None = None
@@ -27,7 +25,7 @@ class MqttConfig(_Section):
     client_id_prefix: str = "llm-sap"
 
 
-class WebConfig(_Section):
+class WebConfig(Section):
     """The web app: WebRTC ingest (``POST /offer``) and the OR monitoring page (``GET /``)."""
 
     enabled: bool | None = None  # None: on when a stream's source is webrtc; true: also monitor the others
@@ -91,7 +89,7 @@ def split_bind(bind: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class StreamConfig(_Section):
+class StreamConfig(Section):
     room: str
     source: str  # a file path, rtsp://..., synthetic, or webrtc
     recognizer: str | None = None  # default: service.recognizer
@@ -102,12 +100,12 @@ class StreamConfig(_Section):
         return validate_room(value)
 
 
-class ServiceConfig(_Section):
+class ServiceConfig(Section):
     streams: tuple[StreamConfig, ...] = ()
     recognizer: str | None = None  # timeline:FILE[#VIDEO] or checkpoint:FILE
     recognizer_rate_hz: float = Field(2.0, gt=0, le=60)
     realtime: bool = True  # pace files by their timestamps, like a live feed
-    frame_size: int = Field(224, ge=16, le=1024)
+    frame_size: int = Field(DEFAULT_FRAME_SIZE, ge=16, le=1024)
     segmenter: SegmenterSettings = SegmenterSettings()  # for a pixel recognizer (noisy probabilities)
     # for the timeline oracle (clean one-hot input): no smoothing, a short confirmation
     oracle_segmenter: SegmenterSettings = SegmenterSettings(
@@ -117,3 +115,14 @@ class ServiceConfig(_Section):
     recommendation_ttl_s: float = Field(120.0, gt=0)
     mqtt: MqttConfig = MqttConfig()
     web: WebConfig = WebConfig()
+
+
+class LiveConfig(Section):
+    """What the live commands (serve, replay, demo) read: the service, the planner, logging.
+
+    ``training.config.AppConfig`` extends it with the offline recipes; streaming code only ever
+    sees this part, so ``streamer`` never imports ``training``."""
+
+    service: ServiceConfig = ServiceConfig()
+    planner: PlannerConfig = PlannerConfig()
+    logging: LoggingConfig = LoggingConfig()

@@ -15,11 +15,11 @@ from planner.actions import TISSUE_RETRACTION
 from planner.planner import Planner
 from planner.prior import SequencePrior
 from streamer.config import ServiceConfig, StreamConfig
-from streamer.monitor import watch
 from streamer.mqtt.broker import EmbeddedBroker
 from streamer.service import Service
 from streamer.sources.base import FrameSource
 from streamer.sources.synthetic import SyntheticSource
+from streamer.terminal_view import watch
 
 
 def synthetic_procedure(

@@ -20,12 +20,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from planner.memory import NHFMemory
+from planner.memory import DEFAULT_MAX_DISTANT, DEFAULT_MAX_KEYFRAMES, NHFMemory
 from planner.planner import Planner
 from planner.recommendation import Recommendation
 from streamer.events import ClipEnded, ClipStarted
 from streamer.latency import LatencyRecorder
-from streamer.latest import LatestSlot
+from streamer.mailbox import LatestWinsMailbox
 from streamer.payloads import PayloadFactory, Topics, latencies_ms
 from streamer.recognizers.base import Recognizer
 from streamer.segmenter import Segmenter, SegmenterSettings
@@ -47,8 +47,8 @@ class PayloadSink(Protocol):
 @dataclass(frozen=True)
 class PipelineSettings:
     refresh_text: bool = True  # generate the structured response after publishing the ranking
-    memory_max_distant: int = 64
-    memory_max_keyframes: int = 8
+    memory_max_distant: int = DEFAULT_MAX_DISTANT
+    memory_max_keyframes: int = DEFAULT_MAX_KEYFRAMES
 
 
 @dataclass
@@ -103,7 +103,7 @@ class StreamPipeline:
         self._clip_events: asyncio.Queue[tuple[ClipStarted | ClipEnded, dict[str, float]] | None] = (
             asyncio.Queue(CLIP_QUEUE_BOUND)
         )
-        self._plans: LatestSlot[_PlanRequest] = LatestSlot()
+        self._plans: LatestWinsMailbox[_PlanRequest] = LatestWinsMailbox()
         # one worker thread per stage per stream: a slow stream never holds another's threads
         self._recognize_pool = ThreadPoolExecutor(1, thread_name_prefix=f"recognize-{room}")
         self._plan_pool = ThreadPoolExecutor(1, thread_name_prefix=f"plan-{room}")

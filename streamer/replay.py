@@ -10,7 +10,7 @@ from planner.planner import Planner
 from streamer.config import ServiceConfig, StreamConfig
 from streamer.exceptions import SourceError
 from streamer.recognizers.timeline import load_timeline
-from streamer.report import RecordingSink, compare_clips, true_clips
+from streamer.replay_report import RecordingSink, compare_clips, true_clips
 from streamer.service import Service
 
 

@@ -48,7 +48,7 @@ def _check_number(name: str, value: object, low: float, high: float, *, high_ope
 
 @dataclass(frozen=True)
 class SegmenterSettings:
-    """Tuning of the segmenter; defaults measured with ``python -m streamer.segmenter_bench``.
+    """Tuning of the segmenter; defaults measured with ``python -m streamer.benchmarks.segmenter``.
 
     They suit a recognizer at 1-5 Hz on clips that last at least 10 s (median 46 s). For a timeline
     oracle (clean one-hot input) ``smoothing_s=0`` removes the smoothing delay: the hold is then

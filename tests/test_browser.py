@@ -5,7 +5,7 @@ own test pattern when the data is absent), opens the page with ``?autostart=1``;
 the camera over WebRTC to ``llm-sap serve --source webrtc`` (the Service, in-process), whose
 timeline oracle switches action every 5 s, with the real mosquitto as broker. The test drives
 the same browser over the Chrome DevTools Protocol (aiohttp websockets, no extra packages:
-``streamer/web/headless.py``) to read the page and take a screenshot.
+``streamer/benchmarks/headless_chromium.py``) to read the page and take a screenshot.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from planner.memory import NHFMemory
+from streamer.benchmarks.headless_chromium import DevTools, chromium, devtools, find_chromium, make_y4m
 from streamer.config import MqttConfig, ServiceConfig, StreamConfig, WebConfig
 from streamer.events import ClipStarted
 from streamer.payloads import PayloadFactory, Topics
 from streamer.service import Service
-from streamer.web.headless import DevTools, chromium, devtools, find_chromium, make_y4m
 from streamer.web.server import WebServer
 from tests.streaming_helpers import prior_planner, write_timeline
 

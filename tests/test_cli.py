@@ -85,7 +85,7 @@ def test_malformed_annotations_exit_2_and_write_nothing(
         (["--set", "planner.bogus=1"], "planner.bogus = 1: Extra inputs are not permitted"),
         (["--set", "logging.level=loud"], "logging.level = 'loud'"),
         (["--set", "noequals"], "must look like key.path=value"),
-        (["--planner", "gpt5"], "planner engine 'gpt5' is not available"),
+        (["--planner", "gpt5"], "unknown planner engine 'gpt5' (known: "),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
     ],
 )

@@ -10,7 +10,7 @@ from planner.planner import Planner
 from streamer.payloads import PayloadFactory, validate_payload
 from streamer.pipeline import PipelineSettings, StreamPipeline
 from streamer.recognizers.timeline import TimelineRecognizer, load_timeline
-from streamer.report import RecordingSink
+from streamer.replay_report import RecordingSink
 from streamer.segmenter import SegmenterSettings
 from streamer.sources.synthetic import SyntheticSource
 from tests.streaming_helpers import PROCEDURE, prior_planner, slow_planner, write_timeline

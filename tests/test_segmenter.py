@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from planner.actions import ACTIONS
-from streamer import segmenter_bench
+from streamer.benchmarks import segmenter as segmenter_bench
 from streamer.events import ClipEnded, ClipEvent, ClipStarted
 from streamer.segmenter import Segmenter, SegmenterSettings
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from streamer.soak import soak
+from streamer.benchmarks.soak import soak
 
 
 @pytest.mark.slow

@@ -337,7 +337,7 @@ def test_open_source_picks_the_implementation() -> None:
 def test_decode_bench_writes_a_table_and_json(
     clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from streamer import decode_bench
+    from streamer.benchmarks import decode as decode_bench
 
     out = tmp_path / "bench.json"
     assert decode_bench.main([str(clip), "--size", "112x112", "--json", str(out)]) == 0
@@ -348,7 +348,7 @@ def test_decode_bench_writes_a_table_and_json(
 
 
 def test_decode_bench_bad_clip_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from streamer import decode_bench
+    from streamer.benchmarks import decode as decode_bench
 
     assert decode_bench.main([str(tmp_path / "missing.mp4")]) == 2
     assert "file not found" in capsys.readouterr().err

@@ -331,7 +331,7 @@ async def _frames(source: WebRTCSource, n: int, timeout_s: float = 15.0) -> list
 
 @pytest.mark.data
 async def test_a_real_clip_sent_by_an_aiortc_peer_arrives_as_frames(clips_dir: Path) -> None:
-    from streamer.web.client import ClipTrack, publish
+    from streamer.benchmarks.webrtc_client import ClipTrack, publish
 
     server = WebServer(WebConfig(bind="127.0.0.1:0", token=TOKEN), [ROOM], [ROOM], frame_size=224)
     source = server.source_for(ROOM)
@@ -367,7 +367,7 @@ async def test_a_real_clip_sent_by_an_aiortc_peer_arrives_as_frames(clips_dir: P
 
 
 async def test_a_second_peer_replaces_the_first_and_the_stream_goes_on() -> None:
-    from streamer.web.client import publish
+    from streamer.benchmarks.webrtc_client import publish
 
     server = WebServer(WebConfig(bind="127.0.0.1:0"), [ROOM], [ROOM])
     source = server.source_for(ROOM)
@@ -399,7 +399,7 @@ async def test_a_second_peer_replaces_the_first_and_the_stream_goes_on() -> None
 async def test_a_peer_that_leaves_fails_its_room_while_another_room_streams_on(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_subscriber: type[Subscriber]
 ) -> None:
-    from streamer.web.client import publish
+    from streamer.benchmarks.webrtc_client import publish
 
     rows = [(0.0, "Tissue Retraction"), (5.0, "Dissection"), (10.0, "Coagulation")]
     cfg = ServiceConfig(

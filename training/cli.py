@@ -1,7 +1,9 @@
-"""The ``llm-sap`` command line: one entry point, one module per subcommand.
+"""The ``llm-sap`` command line: one entry point over the commands each package owns.
 
-``main(argv)`` returns the exit code (0 ok, 2 bad input, 1 unexpected failure), so tests call
-it directly. Bad input prints one line, ``llm-sap: error: ...``, naming the cause.
+``streamer.commands`` owns the live ones (serve, replay, demo), ``training.commands`` the offline
+ones. Only the module of the command that runs is imported, so ``llm-sap evaluate`` works without
+the streaming extra. ``main(argv)`` returns the exit code (0 ok, 2 bad input, 1 unexpected
+failure), so tests call it directly. Bad input prints one line, ``llm-sap: error: ...``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.commands.evaluate", "score a planner (or predictions) on the CholecT50-SAP split"),
     "select-prior": ("training.commands.select_prior", "choose the sequence prior's settings by CV"),
     "select-fusion": ("training.commands.select_fusion", "choose the engine/prior fusion weight by CV"),
-    "serve": ("training.commands.serve", "run the live service until stopped"),
-    "replay": ("training.commands.replay", "a recorded video through the live pipeline, into a report"),
-    "demo": ("training.commands.demo", "the whole system on embedded defaults, watched from the terminal"),
+    "serve": ("streamer.commands.serve", "run the live service until stopped"),
+    "replay": ("streamer.commands.replay", "a recorded video through the live pipeline, into a report"),
+    "demo": ("streamer.commands.demo", "the whole system on embedded defaults, watched from the terminal"),
     "tiny-model": ("training.commands.tiny_model", "build a tiny random Qwen2 / Qwen2-VL checkpoint locally"),
     "distill": ("training.commands.distill", "teacher answers for the training samples, verified, as chats"),
     "sft": ("training.commands.sft", "LoRA SFT (TRL) on distilled chats: --config FILE [--resume]"),
@@ -52,17 +54,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
 
-def build_parser() -> tuple[_Parser, dict[str, ModuleType]]:
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> tuple[_Parser, ModuleType | None]:
+    """The parser, with the full options of ``command`` only: its module is the one imported."""
     parser = _Parser(prog="llm-sap", description="Real-time surgical action planning assistant.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    modules: dict[str, ModuleType] = {}
+    module: ModuleType | None = None
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(p)
-        _common(p)
-        modules[name] = module
-    return parser, modules
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            _common(p)
+    return parser, module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(width=150)
     err = Console(stderr=True)
     try:
-        parser, modules = build_parser()
-        args = parser.parse_args(argv)
-        if args.command is None:
+        words = sys.argv[1:] if argv is None else argv
+        parser, module = build_parser(chosen_command(words))
+        args = parser.parse_args(words)
+        if args.command is None or module is None:
             parser.print_help()
             return 2
-        module = modules[args.command]
         cli_sets = list(args.set)
         if args.log_format:
             cli_sets.append(f"logging.format={args.log_format!r}")

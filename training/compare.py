@@ -15,9 +15,7 @@ instead). Parsing and the JSON are pure; building planners, predicting and plott
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -26,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from planner.atomic import atomic_write_bytes
 from planner.engines import available_engines, create_engine
 from planner.planner import Planner
 from planner.prior import SequencePrior
@@ -156,7 +155,7 @@ def evaluate_specs(
     progress: Callable[[str, int], Any],
 ) -> list[CompareRow]:
     """Each row's predictions and metrics. ``progress(description, total)`` is a context manager
-    yielding ``update(done)`` (``training.report.progress_bar`` with its console bound)."""
+    yielding ``update(done)`` (``training.tables.progress_bar`` with its console bound)."""
     rows = []
     for spec in specs:
         t0 = time.perf_counter()
@@ -244,17 +243,4 @@ def plot_metrics(
     fig.suptitle(title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _atomic_write_bytes(path, buffer.getvalue())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())

@@ -12,39 +12,19 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from planner.engines.base import EngineSettings
-from planner.planner import PlannerSettings
-from planner.prior import PriorSettings
-from streamer.config import ServiceConfig
+from planner.config import Section
+from streamer.config import LiveConfig
 from training.exceptions import ConfigError
 from training.recipes import DistillConfig, GrpoConfig, SftConfig
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MemoryConfig(_Section):
-    max_distant: int = Field(64, ge=1, le=4096)
-    max_keyframes: int = Field(8, ge=1, le=64)
-
-
-class PlannerConfig(_Section):
-    engine: str = "prior"  # NAME or NAME:ARG, see planner.engines
-    prior_path: Path | None = None  # a fitted prior JSON; default: the one shipped in the package
-    prior: PriorSettings = PriorSettings()  # used when fitting a prior from annotations
-    settings: PlannerSettings = PlannerSettings()
-    engine_settings: EngineSettings = EngineSettings()
-    memory: MemoryConfig = MemoryConfig()
-
-
-class EvaluateConfig(_Section):
+class EvaluateConfig(Section):
     split: Literal["train", "test", "all"] = "test"
 
 
-class TrainingConfig(_Section):
+class TrainingConfig(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     cv_folds: int = Field(0, ge=0, description="0 = leave-one-video-out")
     distill: DistillConfig = DistillConfig()
@@ -52,16 +32,10 @@ class TrainingConfig(_Section):
     grpo: GrpoConfig = GrpoConfig()
 
 
-class LoggingConfig(_Section):
-    format: Literal["console", "json"] = "console"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+class AppConfig(LiveConfig):
+    """The whole tree: the live parts (service, planner, logging) plus the offline recipes."""
 
-
-class AppConfig(_Section):
-    service: ServiceConfig = ServiceConfig()
-    planner: PlannerConfig = PlannerConfig()
     training: TrainingConfig = TrainingConfig()
-    logging: LoggingConfig = LoggingConfig()
 
 
 def load_config(files: Iterable[Path | str] = (), overrides: Iterable[str] = ()) -> AppConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from planner.actions import ACTIONS, is_label
 from planner.atomic import atomic_write_text
-from planner.memory import NHFMemory
+from planner.memory import DEFAULT_MAX_DISTANT, DEFAULT_MAX_KEYFRAMES, NHFMemory
 from planner.planner import Planner
 from training.cholect50 import PlanningSample
 from training.exceptions import PredictionsError
@@ -41,7 +41,9 @@ class Prediction:
         return json.dumps(data)
 
 
-def memory_for(sample: PlanningSample, max_distant: int = 64, max_keyframes: int = 8) -> NHFMemory:
+def memory_for(
+    sample: PlanningSample, max_distant: int = DEFAULT_MAX_DISTANT, max_keyframes: int = DEFAULT_MAX_KEYFRAMES
+) -> NHFMemory:
     """The sample's own history, as the paper used it (not rebuilt from earlier clips)."""
     return NHFMemory.from_history(
         sample.distant,

@@ -1,12 +1,13 @@
-"""Build a Planner from the configuration: the prior it falls back on, and the engine."""
+"""Build a Planner from the whole configuration, fitting the prior on annotations when asked."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from planner.engines import create_engine
+from planner.factory import build_planner as _build_planner
+from planner.factory import load_prior
 from planner.planner import Planner
-from planner.prior import SequencePrior, packaged_prior
+from planner.prior import SequencePrior
 from training.cholect50 import Annotations
 from training.config import AppConfig
 from training.prior_selection import fit_final
@@ -17,14 +18,10 @@ def build_prior(
 ) -> SequencePrior:
     """A prior from ``path``, else from the config's ``prior_path``, else fit on the annotations'
     training videos with the configured settings, else the one shipped in the package."""
-    chosen = path or cfg.planner.prior_path
-    if chosen is not None:
-        return SequencePrior.load(chosen)
-    if annotations is not None:
+    if path is None and cfg.planner.prior_path is None and annotations is not None:
         return fit_final(annotations, cfg.planner.prior)
-    return packaged_prior()
+    return load_prior(cfg.planner, path)
 
 
 def build_planner(cfg: AppConfig, prior: SequencePrior) -> Planner:
-    engine = create_engine(cfg.planner.engine, prior, cfg.planner.engine_settings)
-    return Planner(engine, prior, cfg.planner.settings)
+    return _build_planner(cfg.planner, prior)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from planner.config import Section
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 #: Every linear layer of a Qwen2 / Qwen2.5 decoder block (LLaMA-Factory's ``lora_target: all``).
@@ -29,11 +31,7 @@ QWEN_LORA_TARGETS: tuple[str, ...] = (
 )
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DistillConfig(_Section):
+class DistillConfig(Section):
     teacher: str = "reference"  # reference | openai:URL | transformers:PATH
     model: str | None = None  # served model name (openai); None: the first of GET /models
     accept: Literal["top1", "top3"] = "top1"  # the target must be the answer's top-1 / in its top three
@@ -52,7 +50,7 @@ class DistillConfig(_Section):
         return 0.0 if self.samples_per_prompt == 1 else 0.7
 
 
-class LoraSettings(_Section):
+class LoraSettings(Section):
     r: int = Field(8, ge=1, le=1024)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
@@ -65,7 +63,7 @@ class LoraSettings(_Section):
         return self
 
 
-class _TrainerRecipe(_Section):
+class _TrainerRecipe(Section):
     """What SFT and GRPO share: the base model, the run folder, the optimiser and the hardware."""
 
     model: str = ""  # local base checkpoint folder (nothing is downloaded)

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from planner.memory import NHFMemory
+from planner.memory import DEFAULT_MAX_DISTANT, DEFAULT_MAX_KEYFRAMES, NHFMemory
 from planner.prompts import APPrompts, Message, Variant
 from training.cholect50 import TEST_VIDEOS, Annotations, PlanningSample
 from training.exceptions import TrainingError
@@ -69,8 +69,8 @@ def memory_of(
     *,
     caption: str | None = None,
     keyframes: tuple[str, ...] = (),
-    max_distant: int = 64,
-    max_keyframes: int = 8,
+    max_distant: int = DEFAULT_MAX_DISTANT,
+    max_keyframes: int = DEFAULT_MAX_KEYFRAMES,
 ) -> NHFMemory:
     """The sample's own history (as the paper used it), with C_t or v_t attached."""
     return NHFMemory.from_history(
@@ -89,8 +89,8 @@ def training_samples(
     *,
     captions: Captions | None = None,
     frame_root: Path | None = None,
-    max_distant: int = 64,
-    max_keyframes: int = 8,
+    max_distant: int = DEFAULT_MAX_DISTANT,
+    max_keyframes: int = DEFAULT_MAX_KEYFRAMES,
 ) -> SampleSet:
     """Chats for every planning sample of the training videos; DirNHFM skips samples without frames."""
     if variant not in ("indirect", "direct"):

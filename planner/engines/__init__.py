@@ -7,40 +7,36 @@ heavy packages (torch, tensorrt_llm) load only where they are used.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from planner.engines.base import EngineSettings
 from planner.exceptions import UnknownEngineError
+from planner.registry import PluginRegistry
 
 if TYPE_CHECKING:
     from planner.engines.base import PlanningEngine
     from planner.prior import SequencePrior
 
-# name -> "module:factory"; the factory takes (arg, prior, settings) and returns a PlanningEngine.
-_REGISTRY: dict[str, str] = {
-    "prior": "planner.engines.prior:create",
-    "transformers": "planner.engines.transformers_engine:create",
-    "openai": "planner.engines.openai_engine:create",
-    "trtllm": "planner.engines.trtllm_engine:create",
-}
+#: name -> "module:factory"; the factory takes (arg, prior, settings) and returns a PlanningEngine.
+ENGINES = PluginRegistry(
+    "planner engine",
+    {
+        "prior": "planner.engines.prior_engine:create",
+        "transformers": "planner.engines.transformers_engine:create",
+        "openai": "planner.engines.openai_engine:create",
+        "trtllm": "planner.engines.trtllm_engine:create",
+    },
+    error=UnknownEngineError,
+)
 
 
 def available_engines() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+    return ENGINES.names()
 
 
 def create_engine(spec: str, prior: SequencePrior, settings: EngineSettings | None = None) -> PlanningEngine:
     """Build the engine named by ``spec`` (``NAME`` or ``NAME:ARG``)."""
-    name, _, arg = spec.partition(":")
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise UnknownEngineError(
-            f"planner engine {name!r} is not available (known: {', '.join(available_engines())})"
-        )
-    module_name, _, attr = target.partition(":")
-    factory: Callable[[str, SequencePrior, EngineSettings], PlanningEngine] = getattr(
-        importlib.import_module(module_name), attr
-    )
+    factory: Callable[[str, SequencePrior, EngineSettings], PlanningEngine]
+    factory, arg = ENGINES.resolve(spec)
     return factory(arg, prior, settings or EngineSettings())

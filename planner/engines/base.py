@@ -59,6 +59,10 @@ class PlanningEngine(Protocol):
 
     name: str  # engine kind, e.g. "prior", "transformers"
     model: str  # what wrote the scores: a model path or id, or the prior's settings
+    # Capabilities, declared by each engine (never inferred from its name):
+    instant: bool  # ranks in well under a millisecond: run inline, no worker thread, no deadline
+    needs_model: bool  # loads model weights (or calls a model server) to rank
+    batch_rank: bool  # has ``rank_batch(memories)``: several rooms' requests in one forward pass
 
     def rank(self, memory: NHFMemory) -> dict[str, float]:
         """Log-scores (natural log, higher is better) for each of the five actions."""

@@ -56,6 +56,9 @@ def top_logprobs_of(choice: dict[str, Any]) -> dict[str, float]:
 
 class OpenAIEngine:
     name = "openai"
+    instant = False
+    needs_model = True
+    batch_rank = False
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ Every call blocks; the planner runs ``rank`` in its worker thread, never on the 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
@@ -35,6 +35,9 @@ STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
 class TransformersEngine:
     name = "transformers"
+    instant = False
+    needs_model = True
+    batch_rank = True
 
     def __init__(self, lm: PrefixCachedLM, settings: EngineSettings, captioner: Captioner | None = None):
         self._lm: PrefixCachedLM | None = lm
@@ -54,12 +57,23 @@ class TransformersEngine:
 
     def rank(self, memory: NHFMemory, *, use_cache: bool = True) -> dict[str, float]:
         """Action log-scores from one batched scoring step (``use_cache=False``: full recompute)."""
+        return self.rank_batch([memory], use_cache=use_cache)[0]
+
+    def rank_batch(self, memories: Sequence[NHFMemory], *, use_cache: bool = True) -> list[dict[str, float]]:
+        """Several memories (e.g. several rooms' requests) scored in one forward pass."""
         lm = self.lm
-        memory = self._prepare(memory)
-        prompts = scoring_prompts(memory, self.settings.variant, self.settings.option_orders)
-        logprobs = lm.next_token_logprobs([lm.encode(p.messages) for p in prompts], use_cache=use_cache)
-        per_prompt = [{letter: float(row[i]) for letter, i in self.letter_ids.items()} for row in logprobs]
-        return action_scores(per_prompt, prompts)
+        prompt_sets = [
+            scoring_prompts(self._prepare(m), self.settings.variant, self.settings.option_orders)
+            for m in memories
+        ]
+        encoded = [lm.encode(p.messages) for prompts in prompt_sets for p in prompts]
+        logprobs = lm.next_token_logprobs(encoded, use_cache=use_cache)
+        rows = [{letter: float(row[i]) for letter, i in self.letter_ids.items()} for row in logprobs]
+        out, start = [], 0
+        for prompts in prompt_sets:
+            out.append(action_scores(rows[start : start + len(prompts)], prompts))
+            start += len(prompts)
+        return out
 
     def generate(self, memory: NHFMemory, max_tokens: int = 256) -> Iterator[str]:
         """Stream the structured response; at most ``min(max_tokens, settings.max_new_tokens)`` tokens."""

@@ -113,6 +113,9 @@ def _import_first(*candidates: str) -> Any:
 
 class TrtllmEngine:
     name = "trtllm"
+    instant = False
+    needs_model = True
+    batch_rank = False
 
     def __init__(
         self,

@@ -1,21 +1,31 @@
-"""Recognizers, chosen by spec: ``timeline:FILE[#VIDEO]`` or ``checkpoint:FILE``; imported lazily."""
+"""Recognizers, chosen by spec through the plugin registry: ``timeline:FILE[#VIDEO]`` or
+``checkpoint:FILE``; each implementation is imported only when chosen."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from planner.registry import PluginRegistry
 from streamer.exceptions import UnknownRecognizerError
 from streamer.recognizers.base import Recognizer
 
+#: name -> "module:factory"; the factory takes (arg, rate_hz) and returns a Recognizer.
+RECOGNIZERS = PluginRegistry(
+    "recognizer",
+    {
+        "timeline": "streamer.recognizers.timeline:create",
+        "checkpoint": "streamer.recognizers.frame_model:create",
+    },
+    error=UnknownRecognizerError,
+)
+
 
 def create_recognizer(spec: str, rate_hz: float = 2.0) -> Recognizer:
-    kind, sep, arg = spec.partition(":")
-    if not sep or not arg:
-        raise UnknownRecognizerError(f"recognizer {spec!r} must be timeline:FILE[#VIDEO] or checkpoint:FILE")
-    if kind == "timeline":
-        from streamer.recognizers.timeline import TimelineRecognizer, load_timeline
-
-        return TimelineRecognizer(load_timeline(arg), rate_hz=rate_hz)
-    if kind == "checkpoint":
-        from streamer.recognizers.frame_model import FrameClassifierRecognizer
-
-        return FrameClassifierRecognizer.load(arg, rate_hz=rate_hz)
-    raise UnknownRecognizerError(f"recognizer kind {kind!r} is unknown (known: timeline, checkpoint)")
+    factory: Callable[[str, float], Recognizer]
+    parsed = RECOGNIZERS.parse(spec)
+    if not parsed.arg:
+        raise UnknownRecognizerError(
+            f"recognizer {spec!r} needs an argument: timeline:FILE[#VIDEO] or checkpoint:FILE"
+        )
+    factory = RECOGNIZERS.load(parsed.name)
+    return factory(parsed.arg, rate_hz)

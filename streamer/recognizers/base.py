@@ -18,5 +18,6 @@ class Recognizer(Protocol):
     name: str
     rate_hz: float
     needs_pixels: bool  # False for oracles that read stream time only
+    has_ground_truth: bool  # True for oracles that read annotated labels (no smoothing needed)
 
     def predict(self, frames: Sequence[Frame]) -> list[dict[str, float]]: ...

@@ -10,8 +10,6 @@ Training it is ``training``'s job; the streamer only loads it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from planner.actions import ACTIONS
+from planner.atomic import atomic_path
 from streamer.exceptions import CheckpointError
 from streamer.frames import Frame, resize_rgb
 
@@ -65,8 +64,6 @@ def save_checkpoint(
     """Write atomically: a temp file in the same folder, then rename."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "format": FORMAT,
         "version": VERSION,
@@ -78,14 +75,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(data, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def preprocess(

@@ -111,6 +111,7 @@ class TimelineRecognizer:
 
     name = "timeline"
     needs_pixels = False
+    has_ground_truth = True  # reads the annotated labels: clean one-hot input, no noise to smooth
 
     def __init__(self, timeline: Timeline, rate_hz: float = 2.0) -> None:
         if rate_hz <= 0:
@@ -124,3 +125,8 @@ class TimelineRecognizer:
             action = self.timeline.action_at(frame.pts_s)
             out.append({a: (1.0 if a == action else 0.0) for a in ACTIONS})
         return out
+
+
+def create(arg: str, rate_hz: float) -> TimelineRecognizer:
+    """The registry's factory for ``timeline:FILE[#VIDEO]``."""
+    return TimelineRecognizer(load_timeline(arg), rate_hz=rate_hz)

@@ -14,14 +14,14 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import structlog
 
 from planner.actions import ACTIONS, COAGULATION, DISSECTION, TISSUE_RETRACTION, VESSEL_CLIPPING
 from streamer.exceptions import SourceError, TimelineError
-from streamer.frames import Frame
+from streamer.frames import DEFAULT_OUTPUT_SIZE, Frame
 from streamer.sources.base import LatestFrameSlot, SourceStats
 
 log = structlog.get_logger(__name__)
@@ -76,7 +76,7 @@ class SyntheticSource:
         *,
         duration_s: float = 60.0,
         fps: float = 25.0,
-        size: tuple[int, int] = (224, 224),
+        size: tuple[int, int] = DEFAULT_OUTPUT_SIZE,
         realtime: bool = False,
         speed: float = 1.0,
         lossless: bool | None = None,
@@ -173,3 +173,22 @@ class SyntheticSource:
         finally:
             self._slot.close(failed=failed)
         log.info("synthetic_ended", source=self.name, decoded=self.stats.decoded, dropped=self.stats.dropped)
+
+
+def build(
+    spec: str,
+    *,
+    realtime: bool,
+    output_size: tuple[int, int] | None,
+    lossless: bool | None,
+    name: str | None,
+    **kwargs: Any,
+) -> SyntheticSource:
+    """The registry's builder for ``synthetic``."""
+    return SyntheticSource(
+        realtime=realtime,
+        lossless=lossless,
+        size=output_size or DEFAULT_OUTPUT_SIZE,
+        name=name or "synthetic",
+        **kwargs,
+    )

@@ -28,7 +28,7 @@ import structlog
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamer.exceptions import SourceError
-from streamer.frames import Frame
+from streamer.frames import DEFAULT_OUTPUT_SIZE, Frame
 from streamer.sources.base import LatestFrameSlot, SourceStats
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class VideoSource:
         *,
         realtime: bool = False,
         lossless: bool | None = None,
-        output_size: tuple[int, int] | None = (224, 224),
+        output_size: tuple[int, int] | None = DEFAULT_OUTPUT_SIZE,
         thread_type: str = "AUTO",
         open_timeout_s: float = 5.0,
         name: str | None = None,
@@ -183,6 +183,8 @@ class VideoSource:
         abandoned = threading.Event()
 
         def open_or_discard() -> InputContainer:
+            if not is_url(spec):
+                check_video_file(spec)
             container = _open_container(spec, self.open_timeout_s, self.options)
             if abandoned.is_set():
                 container.close()
@@ -327,6 +329,34 @@ def _open_container(spec: str, timeout_s: float, options: dict[str, str] | None 
     return container
 
 
+def check_video_file(path: str) -> None:
+    """Raise ``SourceError`` (bad input) unless ``path`` is a video: a readable video stream with at
+    least 2 frames spanning a time (a still image, a PNG renamed .mp4, a 1-frame file are not).
+
+    A file whose header gives no duration is accepted when its first two frames have different
+    timestamps (raw streams, browser recordings); one with neither is a 0-second "video"."""
+    container = _open_container(path, timeout_s=5.0)
+    try:
+        stream = container.streams.video[0]
+        stamps: list[int | None] = []
+        for packet in container.demux(stream):
+            if packet.size:
+                stamps.append(packet.pts if packet.pts is not None else packet.dts)
+                if len(stamps) == 2:
+                    break
+        declared = stream.duration or container.duration
+    except av.FFmpegError as exc:
+        raise SourceError(f"cannot open video {path}: {_cause(exc)}") from None
+    finally:
+        container.close()
+    kind = container.format.name
+    if len(stamps) < 2:
+        found = "no frame" if not stamps else "1 frame"
+        raise SourceError(f"{path} is not a video: its video stream ({kind}) has {found}, need at least 2")
+    if not declared and (None in stamps or stamps[0] == stamps[1]):
+        raise SourceError(f"{path} is not a video: it has no duration ({kind}, frames without timestamps)")
+
+
 def _unresolvable_host(url: str) -> str | None:
     """FFmpeg reports an unknown host as an I/O error: name the host instead."""
     host = urlsplit(url).hostname
@@ -375,3 +405,18 @@ def _mp4_top_level_boxes(path: Path, limit: int = 64) -> list[bytes]:
             boxes.append(box_type)
             offset += box_size
     return boxes
+
+
+def build(
+    spec: str,
+    *,
+    realtime: bool,
+    output_size: tuple[int, int] | None,
+    lossless: bool | None,
+    name: str | None,
+    **kwargs: Any,
+) -> VideoSource:
+    """The registry's builder for a file path or a URL."""
+    return VideoSource(
+        spec, realtime=realtime, lossless=lossless, output_size=output_size, name=name, **kwargs
+    )

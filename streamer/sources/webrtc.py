@@ -27,7 +27,7 @@ import structlog
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamer.exceptions import SourceError
-from streamer.frames import Frame
+from streamer.frames import DEFAULT_OUTPUT_SIZE, Frame
 from streamer.sources.base import LatestFrameSlot, SourceStats
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class WebRTCSource:
     """A ``FrameSource`` fed by the video track of the room's current WebRTC peer."""
 
     def __init__(
-        self, room: str, *, output_size: tuple[int, int] | None = (224, 224), name: str | None = None
+        self, room: str, *, output_size: tuple[int, int] | None = DEFAULT_OUTPUT_SIZE, name: str | None = None
     ) -> None:
         if output_size is not None and (len(output_size) != 2 or min(output_size) < 1):
             raise ValueError(f"output_size must be (width, height) with positive sides, got {output_size!r}")
@@ -213,3 +213,18 @@ class WebRTCSource:
         self._log.info(
             "webrtc.convert_ended", frames=index, received=self.received, dropped=self.stats.dropped
         )
+
+
+def build(
+    spec: str,
+    *,
+    realtime: bool,
+    output_size: tuple[int, int] | None,
+    lossless: bool | None,
+    name: str | None,
+    room: str = "webrtc",
+    **kwargs: Any,
+) -> WebRTCSource:
+    """The registry's builder for ``webrtc``: a live room whose peers attach through the web app
+    (``streamer.web``); never lossless."""
+    return WebRTCSource(room, output_size=output_size, name=name, **kwargs)

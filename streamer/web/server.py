@@ -18,6 +18,7 @@ from aiohttp import web
 
 from streamer.config import WebConfig, split_bind
 from streamer.exceptions import StreamerError
+from streamer.frames import DEFAULT_FRAME_SIZE
 from streamer.pipeline import PayloadSink
 from streamer.sources import open_source
 from streamer.sources.webrtc import WebRTCSource
@@ -51,7 +52,12 @@ def resolve_token(cfg: WebConfig) -> tuple[str | None, bool]:
 
 class WebServer:
     def __init__(
-        self, cfg: WebConfig, rooms: Iterable[str], webrtc_rooms: Iterable[str], *, frame_size: int = 224
+        self,
+        cfg: WebConfig,
+        rooms: Iterable[str],
+        webrtc_rooms: Iterable[str],
+        *,
+        frame_size: int = DEFAULT_FRAME_SIZE,
     ) -> None:
         self.cfg = cfg
         self.token, self._generated = resolve_token(cfg)

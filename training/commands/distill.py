@@ -17,9 +17,9 @@ from training.config import AppConfig
 from training.distill import DistillError, ResponseCache, distill, write_chats
 from training.exceptions import UsageError
 from training.planning import build_prior
-from training.report import progress_bar
 from training.samples import load_captions, training_samples
 from training.sharegpt import DEFAULT_NAME, export_sharegpt
+from training.tables import progress_bar
 from training.teachers import TeacherContext
 
 log = structlog.get_logger(__name__)

@@ -13,14 +13,14 @@ import structlog
 from rich.console import Console
 
 from planner.atomic import atomic_write_json
+from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from training.cholect50 import load_annotations
-from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from training.compare import PAPER_LABEL, comparison_json, evaluate_specs, parse_compare_specs, plot_metrics
 from training.config import AppConfig
 from training.evaluate import PAPER_BEST, predict, read_predictions, score, write_predictions
 from training.exceptions import PredictionsError, UsageError
 from training.planning import build_planner, build_prior
-from training.report import metrics_table, progress_bar
+from training.tables import metrics_table, progress_bar
 
 log = structlog.get_logger(__name__)
 

@@ -9,16 +9,16 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.atomic import atomic_write_json
+from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from planner.engines import create_engine
 from training.cholect50 import load_annotations
-from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from training.config import AppConfig
 from training.evaluate import PAPER_BEST, score
 from training.exceptions import UsageError
 from training.fusion_selection import DEFAULT_LAMBDAS, fused_ranking, score_engine, select_fusion_weight
 from training.metrics import metric_keys
 from training.prior_selection import SELECTION_KEYS, fit_final
-from training.report import metrics_table, progress_bar
+from training.tables import metrics_table, progress_bar
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

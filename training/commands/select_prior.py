@@ -14,7 +14,7 @@ from training.config import AppConfig
 from training.evaluate import PAPER_BEST, score
 from training.metrics import metric_keys
 from training.prior_selection import SELECTION_KEYS, default_grid, fit_final, rank_with_prior, select_prior
-from training.report import metrics_table, progress_bar
+from training.tables import metrics_table, progress_bar
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -36,7 +36,7 @@ from training.recognizer_training import (
     train_recognizer,
     write_recognizer_checkpoint,
 )
-from training.report import progress_bar
+from training.tables import progress_bar
 
 log = structlog.get_logger(__name__)
 _DEFAULTS = TrainSettings()

@@ -9,12 +9,12 @@ can be consulted first: a fully cached run never loads a model or opens a connec
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from planner.prior import SequencePrior
 from planner.prompts import Message
+from planner.registry import PluginRegistry
 from training.exceptions import TrainingError
 from training.recipes import DistillConfig
 from training.samples import TrainingSample
@@ -56,39 +56,34 @@ class Teacher(Protocol):
     def close(self) -> None: ...
 
 
-# name -> module; each module has describe(arg, ctx) -> str and create(arg, ctx) -> Teacher
-_REGISTRY: dict[str, str] = {
-    "reference": "training.teachers.reference",
-    "openai": "training.teachers.openai_teacher",
-    "transformers": "training.teachers.transformers_teacher",
-}
-
-
-#: Teachers whose answer depends on the sample's ground truth, not only on the prompt: their cache
-#: key includes the target, so two samples with the same prompt never share an answer.
-GROUND_TRUTH_TEACHERS = frozenset({"reference"})
+#: name -> module; each module has ``describe(arg, ctx) -> str``, ``create(arg, ctx) -> Teacher``
+#: and declares ``SEES_GROUND_TRUTH``: whether its answer depends on the sample's ground truth,
+#: not only on the prompt (the cache key then includes the target, so two samples with the same
+#: prompt never share an answer).
+TEACHERS = PluginRegistry(
+    "teacher",
+    {
+        "reference": "training.teachers.reference",
+        "openai": "training.teachers.openai_teacher",
+        "transformers": "training.teachers.transformers_teacher",
+    },
+    error=TeacherError,
+)
 
 
 def sees_ground_truth(spec: str) -> bool:
-    return spec.partition(":")[0] in GROUND_TRUTH_TEACHERS
-
-
-def _module(spec: str) -> tuple[object, str]:
-    name, _, arg = spec.partition(":")
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise TeacherError(f"teacher {spec!r} is not known (known: reference, openai:URL, transformers:PATH)")
-    return importlib.import_module(target), arg
+    module, _ = TEACHERS.resolve(spec)
+    return bool(module.SEES_GROUND_TRUTH)
 
 
 def describe_teacher(spec: str, ctx: TeacherContext) -> str:
     """The teacher's model identity, without building it (no model load, no network)."""
-    module, arg = _module(spec)
-    model: str = module.describe(arg, ctx)  # type: ignore[attr-defined]
+    module, arg = TEACHERS.resolve(spec)
+    model: str = module.describe(arg, ctx)
     return model
 
 
 def create_teacher(spec: str, ctx: TeacherContext) -> Teacher:
-    module, arg = _module(spec)
-    teacher: Teacher = module.create(arg, ctx)  # type: ignore[attr-defined]
+    module, arg = TEACHERS.resolve(spec)
+    teacher: Teacher = module.create(arg, ctx)
     return teacher

@@ -24,6 +24,9 @@ from training.teachers import TeacherContext, TeacherError, TeacherRequest
 
 log = structlog.get_logger(__name__)
 
+#: Capability: the answer depends on the sample's ground truth (see ``training.teachers``).
+SEES_GROUND_TRUTH = False
+
 
 def to_openai_messages(messages: tuple[Message, ...] | list[Message]) -> list[dict[str, Any]]:
     """Hugging Face chat messages -> OpenAI's: image parts become ``image_url`` data URLs."""

@@ -18,6 +18,9 @@ from training.teachers import TeacherContext, TeacherRequest
 
 VERSION = "reference-v1"
 
+#: Capability: the answer depends on the sample's ground truth (see ``training.teachers``).
+SEES_GROUND_TRUTH = True
+
 
 def ranked_actions(ctx: TeacherContext, request: TeacherRequest) -> list[str]:
     s = request.sample.source

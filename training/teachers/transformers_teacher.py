@@ -16,6 +16,9 @@ from training.teachers import TeacherContext, TeacherError, TeacherRequest
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
+#: Capability: the answer depends on the sample's ground truth (see ``training.teachers``).
+SEES_GROUND_TRUTH = False
+
 
 class TransformersTeacher:
     def __init__(self, path: str, ctx: TeacherContext) -> None:

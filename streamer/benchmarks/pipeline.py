@@ -1,9 +1,9 @@
 """Streaming benchmarks that print numbers (ratios measured in one run).
 
-``python -m streamer.bench replay [--json OUT]``: replay throughput on each real clip as a ratio
+``python -m streamer.benchmarks.pipeline replay [--json OUT]``: replay throughput on each real clip as a ratio
 to PyAV decode-only speed of the same clip, measured back to back in this process.
 
-``python -m streamer.bench live [--loops N] [--json OUT]``: the three real clips as three live
+``python -m streamer.benchmarks.pipeline live [--loops N] [--json OUT]``: the three real clips as three live
 rooms at once (realtime pacing, 25 fps H.264 decode each), the prior planner, the embedded
 broker: capture → MQTT outbox latency from the payload stamps, and capture → subscriber
 delivery measured by a subscriber, p50/p99; the segmentation hold is reported separately.
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from planner.logs import configure_logging
+from streamer.benchmarks.decode import decode_only_fps
 from streamer.config import MqttConfig, ServiceConfig, StreamConfig
-from streamer.decode_bench import decode_only_fps
 from streamer.latency import percentiles
 from streamer.replay import replay
 
@@ -135,7 +135,9 @@ async def bench_live(loops: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamer.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m streamer.benchmarks.pipeline", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("what", choices=("replay", "live"))
     parser.add_argument("--repeats", type=int, default=3, help="replay: runs per clip (median)")
     parser.add_argument("--loops", type=int, default=2, help="live: times to play the clips")

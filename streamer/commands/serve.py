@@ -6,16 +6,16 @@ import argparse
 import asyncio
 import json
 import signal
-from pathlib import Path
 
 import structlog
 from rich.console import Console
 
+from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
+from planner.factory import SharedPlanning, load_prior
+from streamer.config import LiveConfig
 from streamer.exceptions import SourceError
 from streamer.service import Service
-from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
-from training.config import AppConfig
-from training.planning import build_planner, build_prior
+from streamer.sources import local_file
 
 log = structlog.get_logger(__name__)
 
@@ -58,20 +58,17 @@ def stream_overrides(args: argparse.Namespace) -> list[str]:
 overrides = stream_overrides
 
 
-def check_local_sources(cfg: AppConfig) -> None:
+def check_local_sources(cfg: LiveConfig) -> None:
     """A file that does not exist is bad input (exit 2), not a live stream failure."""
     for stream in cfg.service.streams:
-        src = stream.source
-        if src in ("synthetic", "webrtc") or "://" in src:
-            continue
-        if not Path(src).is_file():
-            raise SourceError(f"video {src} not found")
+        path = local_file(stream.source)
+        if path is not None and not path.is_file():
+            raise SourceError(f"video {path} not found")
 
 
-def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
     check_local_sources(cfg)
-    prior = build_prior(cfg)
-    service = Service(cfg.service, planner_factory=lambda: build_planner(cfg, prior))
+    prior = load_prior(cfg.planner)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -84,6 +81,9 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    asyncio.run(main())
+    # the service checks its input (recognizers, rooms) before the model is loaded
+    service = Service(cfg.service, planner_factory=lambda: planning.planner())
+    with SharedPlanning(cfg.planner, prior) as planning:
+        asyncio.run(main())
     log.info("serve.stopped")
     return 0

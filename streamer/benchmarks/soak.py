@@ -1,6 +1,6 @@
 """Soak: 100,000 frames through the whole pipeline (MQTT included); memory and latency must stay flat.
 
-``python -m streamer.soak [--frames N] [--json OUT]``. Every frame goes through the recognizer
+``python -m streamer.benchmarks.soak [--frames N] [--json OUT]``. Every frame goes through the recognizer
 (timeline oracle at the frame rate) and the segmenter; a clip switch every 10 s of stream time
 gives a recommendation each time, published to the embedded broker. It compares resident memory
 and p99 latency over the first and the last 10% of the frames.
@@ -100,7 +100,7 @@ async def soak(frames: int, fps: float = 25.0, clip_s: float = 10.0) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamer.soak")
+    parser = argparse.ArgumentParser(prog="python -m streamer.benchmarks.soak")
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--json", type=Path, dest="json_out")
     args = parser.parse_args(argv)

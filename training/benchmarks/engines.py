@@ -1,6 +1,7 @@
 """Benchmark: option ranking on the cached knowledge-base prefix vs. a full forward, and rationale speed.
 
-    python -m planner.engines.bench [--size tiny|0.5b] [--dtype float32|bfloat16] [--model DIR] [--json OUT]
+    python -m training.benchmarks.engines [--size tiny|0.5b] [--dtype float32|bfloat16]
+        [--model DIR] [--json OUT]
 
 Without ``--model`` a random-weight checkpoint of the given size is built in a temporary folder
 with ``training.tiny_models`` (a developer tool's borrowing: no ``planner`` module imports
@@ -128,7 +129,9 @@ def _hidden_size(model_dir: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m planner.engines.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m training.benchmarks.engines", description=__doc__.splitlines()[0]
+    )
     p.add_argument(
         "--size", choices=("tiny", "0.5b"), default="tiny", help="model to build (without --model)"
     )

@@ -6,7 +6,7 @@ it at ``--rate`` Hz (with +-20 % frame-time jitter) and outputs ``softmax(signal
 N(0, noise))``; burst errors replace the true label by a wrong one for 0.5-2 s. Every scenario
 runs the default settings and a few alternatives on the same recordings.
 
-    python -m streamer.segmenter_bench [--rate 2] [--videos 12] [--seed 0] [--json OUT]
+    python -m streamer.benchmarks.segmenter [--rate 2] [--videos 12] [--seed 0] [--json OUT]
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], cfg: BenchConf
 
 def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, Path | None]:
     parser = argparse.ArgumentParser(
-        prog="python -m streamer.segmenter_bench", description=(__doc__ or "").splitlines()[0]
+        prog="python -m streamer.benchmarks.segmenter", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument("--rate", type=float, default=2.0, help="recognizer rate in Hz (default 2)")
     parser.add_argument("--videos", type=int, default=12, help="synthetic videos per scenario (default 12)")

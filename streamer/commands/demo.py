@@ -9,11 +9,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
+from planner.factory import SharedPlanning, load_prior
+from streamer.config import LiveConfig
 from streamer.demo import run_demo
-from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
-from training.config import AppConfig
-from training.exceptions import UsageError
-from training.planning import build_planner, build_prior
+from streamer.exceptions import StreamerError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,19 +30,19 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return out + flag_overrides(args, PLANNER_FLAGS)
 
 
-def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
     if args.video and not args.timeline:
-        raise UsageError("--video needs --timeline (the demo's recognizer is the timeline oracle)")
+        raise StreamerError("--video needs --timeline (the demo's recognizer is the timeline oracle)")
     if args.speed <= 0:
-        raise UsageError(f"--speed must be > 0, got {args.speed}")
-    prior = build_prior(cfg)
+        raise StreamerError(f"--speed must be > 0, got {args.speed}")
+    planning = SharedPlanning(cfg.planner, load_prior(cfg.planner))
     console.rule("llm-sap demo: what an MQTT subscriber in the operating room receives")
-    with tempfile.TemporaryDirectory(prefix="llm-sap-demo-") as tmp:
+    with planning, tempfile.TemporaryDirectory(prefix="llm-sap-demo-") as tmp:
         summary = asyncio.run(
             run_demo(
                 cfg.service,
-                lambda: build_planner(cfg, prior),
-                prior,
+                planning.planner,
+                planning.prior,
                 console,
                 Path(tmp),
                 video=args.video,

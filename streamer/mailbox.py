@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class LatestSlot(Generic[T]):
+class LatestWinsMailbox(Generic[T]):
     def __init__(self) -> None:
         self._item: T | None = None
         self._event = asyncio.Event()

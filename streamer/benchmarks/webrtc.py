@@ -1,8 +1,8 @@
-"""WebRTC ingest benchmark: ``python -m streamer.webrtc_bench [--seconds 30] [--browser] [--json OUT]``.
+"""WebRTC ingest benchmark: ``python -m streamer.benchmarks.webrtc [--seconds 30] [--browser] [--json OUT]``.
 
 Everything runs on this machine, so every stamp is on one clock. What is measured:
 
-1. ingest: a Python aiortc peer (``streamer.web.client.ClipTrack``) plays a real clip (854x480,
+1. ingest: a Python aiortc peer (``streamer.benchmarks.webrtc_client.ClipTrack``) plays a real clip (854x480,
    25 fps) as a live camera and stamps the wall time each frame leaves its track (``sent``); the
    room's ``WebRTCSource`` receives it and a consumer takes every frame. Frames sent / received /
    dropped; sent → arrival (VP8 encode, RTP over loopback, jitter buffer, VP8 decode; arrival is
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.logs import configure_logging
-from streamer.bench import CLIPS, _prior_planner
+from streamer.benchmarks.pipeline import CLIPS, _prior_planner
 from streamer.config import MqttConfig, ServiceConfig, StreamConfig, WebConfig
 from streamer.latency import percentiles
 
@@ -63,7 +63,7 @@ async def _loop_lag(out: list[float]) -> None:
 
 
 async def bench_ingest(seconds: float) -> dict[str, Any]:
-    from streamer.web.client import ClipTrack, publish
+    from streamer.benchmarks.webrtc_client import ClipTrack, publish
     from streamer.web.server import WebServer
 
     server = WebServer(WebConfig(bind="127.0.0.1:0"), [ROOM], [ROOM])
@@ -185,7 +185,7 @@ def _count_recommendations(recs: list[tuple[float, dict[str, Any]]]) -> int:
 
 
 async def bench_service(seconds: float) -> dict[str, Any]:
-    from streamer.web.client import ClipTrack, publish
+    from streamer.benchmarks.webrtc_client import ClipTrack, publish
 
     with tempfile.TemporaryDirectory() as tmp:
         async with _service(seconds, Path(tmp)) as (service, received):
@@ -217,7 +217,7 @@ SENDER_STATS = """(async () => { let out = null; (await state.pc.getStats()).for
 
 
 async def bench_browser(seconds: float) -> dict[str, Any]:
-    from streamer.web.headless import chromium, devtools, make_y4m
+    from streamer.benchmarks.headless_chromium import chromium, devtools, make_y4m
 
     with tempfile.TemporaryDirectory() as tmp:
         fake = make_y4m(_clip(), Path(tmp) / "camera.y4m")
@@ -265,7 +265,7 @@ def _row(name: str, results: dict[str, dict[str, Any]], key: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m streamer.webrtc_bench", description=__doc__.split("\n\n")[0]
+        prog="python -m streamer.benchmarks.webrtc", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="streaming time per run (default 30)")
     parser.add_argument(

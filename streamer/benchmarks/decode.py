@@ -1,6 +1,6 @@
 """Decode throughput per clip: PyAV decode only, decode + RGB resize, and ``VideoSource`` replay.
 
-``python -m streamer.decode_bench [clips...] [--json OUT]``. Without clips, the real clips in
+``python -m streamer.benchmarks.decode [clips...] [--json OUT]``. Without clips, the real clips in
 ``$LLM_SAP_DATA/laparoscopic-clips`` (``LLM_SAP_DATA`` defaults to ``../shared/data`` beside the
 checkout). The
 ``source / decode`` column is the replay pipeline's share of raw decode speed.
@@ -130,7 +130,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamer.decode_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m streamer.benchmarks.decode", description=__doc__)
     parser.add_argument("clips", nargs="*", type=Path, help="video files (default: the real clips)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     parser.add_argument("--size", type=_parse_size, default=DEFAULT_SIZE, help="output size, WxH")

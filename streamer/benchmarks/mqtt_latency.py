@@ -1,6 +1,6 @@
 """Publish → delivery latency on loopback: MqttPublisher → broker → an aiomqtt subscriber.
 
-``python -m streamer.mqtt.latency_bench [--count 1000] [--rate 100] [--json OUT]``
+``python -m streamer.benchmarks.mqtt_latency [--count 1000] [--rate 100] [--json OUT]``
 
 Runs against mosquitto (if installed; started on a free loopback port, anonymous, no persistence)
 and the embedded amqtt broker. Latency is measured from ``publish()`` (the outbox) to the
@@ -164,7 +164,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamer.mqtt.latency_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m streamer.benchmarks.mqtt_latency", description=__doc__)
     parser.add_argument("--count", type=int, default=1000, help="messages per broker (default 1000)")
     parser.add_argument("--rate", type=float, default=100.0, help="messages per second (default 100)")
     parser.add_argument("--brokers", default="mosquitto,embedded", help="comma list: mosquitto, embedded")

@@ -16,6 +16,9 @@ class PriorEngine:
     """Ranks by the n-gram prior; its "text" is a rationale built from the knowledge base."""
 
     name = "prior"
+    instant = True
+    needs_model = False
+    batch_rank = False
 
     def __init__(self, prior: SequencePrior) -> None:
         self.prior = prior

@@ -10,11 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.atomic import atomic_write_json
+from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
+from planner.factory import SharedPlanning, load_prior
+from streamer.config import LiveConfig
 from streamer.exceptions import SourceError
 from streamer.replay import replay
-from training.commands import PLANNER_FLAGS, add_planner_arguments, flag_overrides
-from training.config import AppConfig
-from training.planning import build_planner, build_prior
+from streamer.sources import local_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,20 +32,22 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return flag_overrides(args, {**PLANNER_FLAGS, "broker": "service.mqtt.broker"})
 
 
-def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
-    if "://" not in args.video and not Path(args.video).is_file():
-        raise SourceError(f"video {args.video} not found")
-    prior = build_prior(cfg)
-    report = asyncio.run(
-        replay(
-            cfg.service,
-            lambda: build_planner(cfg, prior),
-            args.video,
-            args.timeline,
-            room=args.room,
-            recognizer=args.recognizer,
+def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
+    path = local_file(args.video)
+    if path is not None and not path.is_file():
+        raise SourceError(f"video {path} not found")
+    planning = SharedPlanning(cfg.planner, load_prior(cfg.planner))
+    with planning:
+        report = asyncio.run(
+            replay(
+                cfg.service,
+                planning.planner,
+                args.video,
+                args.timeline,
+                room=args.room,
+                recognizer=args.recognizer,
+            )
         )
-    )
     console.print(summary_table(report))
     if args.report:
         atomic_write_json(args.report, report)
