@@ -70,8 +70,9 @@ def test_evaluate_runs_without_the_streaming_extra(tmp_path: Path) -> None:
     ann = tmp_path / "a.json"
     clips = {str(i): {"Action": a, "Action_Reg": a, "Frame_id": 10 * i, "Test": False}
              for i, a in enumerate(["Dissection", "Coagulation", "Dissection"])}  # fmt: skip
+    near_frames = [f"f{i}.png" for i in range(7)]
     clips["2"].update({"Test": True, "Distant Actions": ["Dissection"], "Nearest Action": "Coagulation",
-                       "Next Action": "", "History": [0, 10], "Near Frames": [f"f{i}.png" for i in range(7)]})  # fmt: skip
+                       "Next Action": "", "History": [0, 10], "Near Frames": near_frames})  # fmt: skip
     ann.write_text(json.dumps({"VID06": clips, "VID01": clips}))
     out = tmp_path / "m.json"
     result = subprocess.run(

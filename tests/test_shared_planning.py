@@ -15,7 +15,6 @@ from planner.engine_worker import EngineWorker
 from planner.memory import NHFMemory
 from planner.planner import Planner, PlannerSettings
 from planner.prior import packaged_prior
-
 from training.cli import main
 
 if TYPE_CHECKING:
@@ -146,7 +145,8 @@ room = "or-2"
 source = "synthetic"
 """
     )
-    argv = ["serve", "--config", str(config), "--planner", f"transformers:{tiny_qwen.text}", "--exit-when-done"]
+    planner = f"transformers:{tiny_qwen.text}"
+    argv = ["serve", "--config", str(config), "--planner", planner, "--exit-when-done"]
     assert main([*argv, "--set", "service.refresh_text=false"]) == 0
     err = capsys.readouterr().err
     assert err.count("engine.model_loaded") == 1, err
