@@ -106,9 +106,17 @@ class PayloadFactory:
         self._clock = clock or time.time
         self._seq: dict[str, int] = {}
 
-    def _envelope(self, kind: str, ttl_s: float, stream_time_s: float | None) -> dict[str, Any]:
+    def last_seq(self, kind: str) -> int:
+        """The seq of the newest ``kind`` payload built so far (0: none yet)."""
+        return self._seq.get(kind, 0)
+
+    def _envelope(
+        self, kind: str, ttl_s: float, stream_time_s: float | None, *, repeat_seq: bool = False
+    ) -> dict[str, Any]:
+        """``repeat_seq``: take the newest seq of ``kind`` again instead of the next (the will)."""
         now = self._clock()
-        self._seq[kind] = self._seq.get(kind, 0) + 1
+        if not repeat_seq or not self._seq.get(kind):
+            self._seq[kind] = self._seq.get(kind, 0) + 1
         return {
             "v": VERSION,
             "type": kind,
@@ -184,9 +192,17 @@ class PayloadFactory:
         *,
         engine: str | None = None,
         model: str | None = None,
+        will: bool = False,
+        dropped: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
-        payload = self._envelope("status", self.status_ttl_s, None)
+        """A status. ``will=True``: the Last Will, which repeats the newest status seq (it wins the
+        tie: see the README's status rule). ``dropped``: messages lost by policy (final status)."""
+        payload = self._envelope("status", self.status_ttl_s, None, repeat_seq=will)
         payload.update(state=state, stream=stream, reason=reason)
+        if will:
+            payload["will"] = True
+        if dropped is not None:
+            payload["dropped"] = dict(dropped)
         if engine:
             payload["engine"] = engine
         if model:

@@ -39,6 +39,22 @@ SourceFactory = Callable[[StreamConfig, ServiceConfig], FrameSource]
 SinkFactory = Callable[[str], Sequence[PayloadSink]]
 
 
+def mqtt_message(
+    topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None = None
+) -> OutMessage:
+    """The one way a payload becomes an MQTT message (QoS 1; kind and seq for the publisher)."""
+    return OutMessage(
+        topic,
+        encode(payload),
+        qos=1,
+        retain=retain,
+        expires_at=expires_at,
+        message_id=payload["id"],
+        kind=payload["type"],
+        seq=payload["seq"],
+    )
+
+
 class MqttSink:
     """Hands payloads to a publisher's bounded outbox (never blocks)."""
 
@@ -46,11 +62,7 @@ class MqttSink:
         self.publisher = publisher
 
     def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
-        self.publisher.publish(
-            OutMessage(
-                topic, encode(payload), qos=1, retain=retain, expires_at=expires_at, message_id=payload["id"]
-            )
-        )
+        self.publisher.publish(mqtt_message(topic, payload, retain=retain, expires_at=expires_at))
 
 
 def default_source(stream: StreamConfig, cfg: ServiceConfig) -> FrameSource:
@@ -138,13 +150,15 @@ class Service:
         topics = Topics(stream.room)
         holder: dict[str, StreamPipeline] = {}
 
-        def will() -> OutMessage:
-            payload = payloads.status("offline", "unknown", "connection lost")
-            return OutMessage(topics.status, encode(payload), qos=1, retain=True, message_id=payload["id"])
+        def will() -> OutMessage:  # repeats the newest status seq, marked will: it wins the tie
+            payload = payloads.status("offline", "unknown", "connection lost", will=True)
+            return mqtt_message(topics.status, payload, retain=True)
 
-        def on_connect() -> list[OutMessage]:
+        def on_connect() -> list[OutMessage]:  # the announcement (the page gets it too)
             payload = holder["p"].status_payload("online")
-            return [OutMessage(topics.status, encode(payload), qos=1, retain=True, message_id=payload["id"])]
+            if self.web is not None:
+                self.web.hub.emit(topics.status, payload, retain=True, expires_at=None)
+            return [mqtt_message(topics.status, payload, retain=True)]
 
         publisher = MqttPublisher(
             self._broker_settings(),
@@ -190,7 +204,9 @@ class Service:
             await self._start_web()
             self.runs = [self._build(s) for s in self.cfg.streams]
             for run in self.runs:
-                run.tasks.append(asyncio.create_task(run.publisher.run(), name=f"mqtt-{run.config.room}"))
+                mqtt_task = asyncio.create_task(run.publisher.run(), name=f"mqtt-{run.config.room}")
+                mqtt_task.add_done_callback(lambda _, run=run: self._publisher_ended(run))  # type: ignore[misc]
+                run.tasks.append(mqtt_task)
             for run in self.runs:
                 run.tasks.append(asyncio.create_task(self._run_stream(run), name=f"stream-{run.config.room}"))
             self.started.set()
@@ -229,6 +245,8 @@ class Service:
             return
         try:
             await pipeline.run()
+            if run.publisher.failed:  # the broker refused us for good: the room has failed
+                self._stream_failed(run, run.publisher.failed)
         except Exception as exc:  # a stage crashed: the stream is over, and everyone must know
             self._stream_failed(run, _one_line(exc), exc)
         finally:
@@ -246,6 +264,14 @@ class Service:
         except Exception:  # the status could not even be built: the log above is what is left
             log.exception("stream.failed_status_not_sent", room=run.config.room)
 
+    def _publisher_ended(self, run: StreamRun) -> None:
+        """The MQTT supervisor ended on its own: a permanent refusal (credentials, ACL). Nothing
+        this room produces can reach its subscribers, so the room stops, failed."""
+        if run.publisher.failed and run.pipeline.state.stream not in ("ended", "failed"):
+            log.error("stream.mqtt_refused", room=run.config.room, reason=run.publisher.failed)
+            stopping = asyncio.ensure_future(run.pipeline.source.stop())
+            run.tasks.append(stopping)
+
     @property
     def failed_streams(self) -> list[tuple[str, str]]:
         """(room, reason) of every stream that failed (commands exit 1 when there is one)."""
@@ -257,14 +283,26 @@ class Service:
 
     async def _shutdown(self) -> None:
         for run in self.runs:
-            payload = run.pipeline.payloads.status("offline", run.pipeline.state.stream, "shutdown")
-            final = OutMessage(
-                run.pipeline.topics.status, encode(payload), qos=1, retain=True, message_id=payload["id"]
-            )
+            pipeline, built = run.pipeline, []
+
+            def final(
+                dropped: dict[str, int], pipeline: StreamPipeline = pipeline, built: list[Any] = built
+            ) -> list[OutMessage]:
+                """The explicit offline, built once the drain is over: it says what was lost."""
+                payload = pipeline.payloads.status(
+                    "offline", pipeline.state.stream, pipeline.state.reason or "shutdown", dropped=dropped
+                )
+                built.append(payload)
+                return [mqtt_message(pipeline.topics.status, payload, retain=True)]
+
+            try:
+                await run.publisher.close(final=final)
+            except Exception:
+                log.exception("service.mqtt_close_failed", room=run.config.room)
+            if not built:  # not connected at the end: the pages still get the final status
+                final(run.publisher.dropped)
             if self.web is not None:  # the pages see the same final status
-                self.web.hub.emit(final.topic, payload, retain=True, expires_at=None)
-            with contextlib.suppress(Exception):
-                await run.publisher.close(final=[final])
+                self.web.hub.emit(pipeline.topics.status, built[0], retain=True, expires_at=None)
             for task in run.tasks:
                 task.cancel()
             await asyncio.gather(*run.tasks, return_exceptions=True)

@@ -165,8 +165,10 @@ async def test_acl_denied_publish_is_not_delivered(
         rogue = make_publisher(mosquitto.settings("monitor"), will=None, on_connect_messages=None)
         async with running(rogue):
             rogue.publish(OutMessage(REC, json.dumps({"seq": -1}).encode()))
-            # The broker drops it; nothing raises. MQTT 5 says why in the PUBACK: 135 Not authorized.
+            # The broker drops it. MQTT 5 says why in the PUBACK: 135 Not authorized: permanent.
             assert await _until(lambda: rogue.stats["rejected"] == 1), rogue.stats
+            assert await _until(lambda: rogue.failed is not None), rogue.stats
+            assert "refused a publish: not authorized" in (rogue.failed or "")
         pub = make_publisher(mosquitto.settings("service"))
         async with running(pub):
             pub.publish(rec(7))
@@ -174,18 +176,21 @@ async def test_acl_denied_publish_is_not_delivered(
         assert seqs(sub.messages) == [7]
 
 
-async def test_bad_password_keeps_retrying_without_crashing(mosquitto: Mosquitto) -> None:
-    pub = make_publisher(mosquitto.settings("service", password="wrong"))
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_bad_password_is_permanent_not_retried_forever(mosquitto: Mosquitto, protocol: str) -> None:
+    pub = make_publisher(replace(mosquitto.settings("service", password="wrong"), protocol=protocol))
     with capture_logs() as logs:
-        async with running(pub, connect=False) as task:
-            pub.publish(rec(0))
-            await asyncio.sleep(1.0)
-            assert not task.done()
-            stats = pub.stats
-    assert not stats["connected"] and stats["connect_failures"] >= 2 and stats["outbox"] == 1
-    refused = [e for e in logs if e["event"] == "mqtt_connect_refused"]
-    assert refused and refused[0]["code"] == 135, logs  # MQTT 5: Not authorized
+        task = asyncio.create_task(pub.run())
+        pub.publish(rec(0))
+        await asyncio.wait_for(task, 5)  # run() ends by itself: retrying cannot fix a password
+    stats = pub.stats
+    assert not stats["connected"] and stats["connect_attempts"] == 1
+    assert pub.failed is not None and "not authorized" in pub.failed and "ACL" in pub.failed
+    refused = [e for e in logs if e["event"] == "mqtt_refused_permanently"]
+    assert refused and refused[0]["log_level"] == "error", logs
     assert not any("wrong" in str(e) for e in logs)  # the password is never logged
+    pub.publish(rec(1))  # after the refusal: counted, not queued
+    assert pub.stats["dropped_closed"] == 1
 
 
 async def test_last_will_on_abrupt_end_and_explicit_offline_on_close(
@@ -223,9 +228,11 @@ async def test_close_sends_the_final_status_even_when_the_drain_runs_out(
         assert await pub.wait_connected(5)
         for seq in range(200):
             pub.publish(rec(seq))
-        await pub.close(final=[status(SHUTDOWN)], drain_timeout_s=0)  # no time for the outbox
+        with capture_logs() as logs:
+            await pub.close(final=[status(SHUTDOWN)], drain_timeout_s=0)  # no time for the outbox
         await task
-        assert pub.stats["outbox"] == 200
+        assert pub.stats["outbox"] == 0 and pub.dropped["shutdown"] == 200  # dropped, counted
+        assert any(e["event"] == "mqtt_dropped_at_shutdown" and e["log_level"] == "warning" for e in logs)
         assert await sub.wait_for(lambda m: statuses(m)[-1:] == [SHUTDOWN]), statuses(sub.messages)
 
 

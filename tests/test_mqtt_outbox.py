@@ -158,3 +158,31 @@ async def test_publish_never_blocks_and_counts_after_close() -> None:
     await pub.close()
     pub.publish(msg(9))
     assert pub.stats["dropped_closed"] == 1 and not pub.stats["connected"]
+
+
+def test_overflow_spares_statuses_and_promote_puts_them_first() -> None:
+    box = Outbox(3)
+    status = OutMessage("t/status", b"s", kind="status", seq=1)
+    box.put(status, now=0)
+    for i in range(5):
+        box.put(OutMessage("t/rec", str(i).encode(), kind="recommendation"), now=0)
+    assert box.dropped_overflow == 3 and box.has("status")  # the oldest non-status went instead
+    assert box.promote("status") == 1 and box.peek(now=0) is status
+    assert [m.payload for m in box.clear()] == [b"s", b"3", b"4"] and len(box) == 0
+
+
+def test_aiomqtt_private_attributes_the_publisher_relies_on() -> None:
+    """The publisher reads aiomqtt's ``_client`` (paho, for the PUBACK reason and an abort without
+    DISCONNECT) and ``_disconnected``: pinned here, so an aiomqtt upgrade that moves them fails a test."""
+    import asyncio
+
+    import aiomqtt
+    import paho.mqtt.client as paho
+
+    async def make() -> aiomqtt.Client:
+        return aiomqtt.Client("127.0.0.1", 1)
+
+    client = asyncio.run(make())
+    assert isinstance(client._client, paho.Client)
+    assert isinstance(client._disconnected, asyncio.Future)
+    assert callable(client._client.socket) and callable(client._client.loop_read)

@@ -1,8 +1,11 @@
 """The publisher's bounded outbox: pure and synchronous.
 
 Backlog policy: ``put`` never blocks. When the box is full, expired messages go first, then the
-oldest. ``peek`` hands out the oldest unexpired message and ``ack`` removes it only after the
-broker acknowledged it (at-least-once: a message is lost only by expiry or overflow, both counted).
+oldest that is not a status (statuses are rare and each carries a ``seq`` subscribers check; they
+are dropped by overflow only when nothing else is left). ``peek`` hands out the oldest unexpired
+message and ``ack`` removes it only after the broker acknowledged it (at-least-once: a message is
+lost only by expiry or overflow, both counted). ``promote(kind)`` moves the queued messages of one
+kind to the front, in their order (the publisher sends queued statuses first after a reconnect).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+
+STATUS = "status"
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,8 @@ class OutMessage:
     retain: bool = False
     expires_at: float | None = None
     message_id: str = ""  # the payload's ``id``, for logs and dedupe (never the payload itself)
+    kind: str = ""  # the payload's ``type`` (status, clip, recommendation)
+    seq: int | None = None  # the payload's ``seq`` (the publisher keeps its Last Will's seq current)
 
     def __post_init__(self) -> None:
         if not self.topic or any(c in self.topic for c in "+#"):
@@ -55,9 +62,25 @@ class Outbox:
         if len(self._items) >= self.max_messages:
             self._drop_expired(time.time() if now is None else now)
         while len(self._items) >= self.max_messages:
-            self._items.popleft()
+            victim = next((m for m in self._items if m.kind != STATUS), self._items[0])
+            self._items.remove(victim)
             self.dropped_overflow += 1
         self._items.append(msg)
+
+    def promote(self, kind: str) -> int:
+        """Move the queued messages of ``kind`` to the front, keeping their order; returns how many."""
+        first = [m for m in self._items if m.kind == kind]
+        if first:
+            self._items = deque([*first, *(m for m in self._items if m.kind != kind)])
+        return len(first)
+
+    def has(self, kind: str) -> bool:
+        return any(m.kind == kind for m in self._items)
+
+    def clear(self) -> list[OutMessage]:
+        """Empty the box; returns what was in it (dropped at shutdown: the caller counts it)."""
+        items, self._items = list(self._items), deque()
+        return items
 
     def peek(self, now: float | None = None) -> OutMessage | None:
         """The oldest unexpired message (left in the box), dropping expired ones at the head."""
