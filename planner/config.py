@@ -25,8 +25,14 @@ class Section(BaseModel):
 
 
 class MemoryConfig(Section):
+    """The NHFM's bounds, offline and live (the live pipeline reads these, nothing else)."""
+
     max_distant: int = Field(DEFAULT_MAX_DISTANT, ge=1, le=4096)
     max_keyframes: int = Field(DEFAULT_MAX_KEYFRAMES, ge=1, le=64)
+    # live keyframes of the current clip: downscaled once to keyframe_size² (the VL model's input;
+    # 224 → 64 visual tokens for Qwen2-VL), at most one per keyframe_interval_s of stream time
+    keyframe_size: int = Field(224, ge=28, le=1024)
+    keyframe_interval_s: float = Field(1.0, gt=0, le=60)
 
 
 class PlannerConfig(Section):
@@ -36,6 +42,9 @@ class PlannerConfig(Section):
     settings: PlannerSettings = PlannerSettings()
     engine_settings: EngineSettings = EngineSettings()
     memory: MemoryConfig = MemoryConfig()
+    # live: re-plan the running clip when what the engine reads of it changed (new keyframes, a new
+    # caption), at most this often in stream seconds; 0 = plan at clip start only
+    refresh_s: float = Field(5.0, ge=0, le=3600)
 
 
 class LoggingConfig(Section):

@@ -36,12 +36,15 @@ class PlannerSettings:
     failure_threshold: int = 3
     cooldown_s: float = 30.0
     max_response_tokens: int = 256
+    text_deadline_s: float = 10.0  # the rationale text, live: later than this after the ranking is dropped
 
     def __post_init__(self) -> None:
         if self.fusion_weight < 0:
             raise ValueError(f"fusion_weight must be >= 0, got {self.fusion_weight}")
         if self.deadline_s <= 0:
             raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
+        if self.text_deadline_s <= 0:
+            raise ValueError(f"text_deadline_s must be > 0, got {self.text_deadline_s}")
 
 
 def fuse(llm_log: Mapping[str, float], prior_log: Mapping[str, float], weight: float) -> dict[str, float]:
@@ -93,6 +96,13 @@ class Planner:
         """True when the engine declares ranking cheap enough to run inline: no thread hop."""
         return self._inline
 
+    @property
+    def reads_near(self) -> frozenset[str]:
+        """What the engine's ranking reads of the near clip besides its label (declared by the
+        engine: "keyframes", "caption"; none declared: labels only); the live pipeline re-plans a
+        clip only when these change."""
+        return frozenset(getattr(self.engine, "reads_near", ()))
+
     def recommend(self, memory: NHFMemory) -> Recommendation:
         t0 = time.perf_counter()
         if self._inline:  # the prior engine may hold its own prior (prior:FILE): rank with it
@@ -112,6 +122,32 @@ class Planner:
         t0 = time.perf_counter()
         text = "".join(self.engine.generate(memory, self.settings.max_response_tokens))
         parsed = parse_response(text)
+        timings = {**recommendation.timings_ms, "generate": (time.perf_counter() - t0) * 1000}
+        response = parsed if isinstance(parsed, StructuredResponse) else None
+        return replace(recommendation, response=response, timings_ms=timings)
+
+    def explain_within(
+        self, memory: NHFMemory, recommendation: Recommendation, deadline_s: float | None = None
+    ) -> Recommendation | None:
+        """``explain`` under a deadline (default ``settings.text_deadline_s``): generation stops at
+        the first chunk past it and nothing is returned (``None``: the text was late)."""
+        limit = self.settings.text_deadline_s if deadline_s is None else deadline_s
+        t0 = time.perf_counter()
+        chunks: list[str] = []
+        stream = self.engine.generate(memory, self.settings.max_response_tokens)
+        try:
+            for chunk in stream:
+                if time.perf_counter() - t0 > limit:
+                    log.info("planner.text_late", engine=self.engine.name, deadline_s=limit)
+                    return None
+                chunks.append(chunk)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:  # stop a generator mid-way: it releases the model at once
+                close()
+        if time.perf_counter() - t0 > limit:
+            return None
+        parsed = parse_response("".join(chunks))
         timings = {**recommendation.timings_ms, "generate": (time.perf_counter() - t0) * 1000}
         response = parsed if isinstance(parsed, StructuredResponse) else None
         return replace(recommendation, response=response, timings_ms=timings)

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from planner.actions import TISSUE_RETRACTION
+from planner.config import PlannerConfig
 from planner.planner import Planner
 from planner.prior import SequencePrior
 from streamer.config import ServiceConfig, StreamConfig
@@ -55,6 +56,7 @@ async def run_demo(
     timeline: str | None = None,
     speed: float = 8.0,
     room: str = "demo",
+    planner_config: PlannerConfig | None = None,
 ) -> dict[str, Any]:
     broker = EmbeddedBroker()
     url = await broker.start()
@@ -77,13 +79,20 @@ async def run_demo(
         cfg = cfg.model_copy(
             update={"streams": (stream,), "mqtt": cfg.mqtt.model_copy(update={"broker": url})}
         )
-        service = Service(cfg, planner_factory=planner_factory, source_factory=source_factory)
+        service = Service(
+            cfg, planner_factory=planner_factory, source_factory=source_factory, planner_config=planner_config
+        )
         ready = asyncio.Event()
         done = lambda p: p.get("type") == "status" and p.get("state") == "offline"  # noqa: E731
         watcher = asyncio.create_task(watch(url, room, console, ready=ready, until=done))
         await asyncio.wait_for(ready.wait(), 10)
         (state,) = await service.run(exit_when_done=True)
         count = await asyncio.wait_for(watcher, 10)
-        return {"messages": count, "recommendations": state.recommendations, "clips": len(state.clips)}
+        return {
+            "messages": count,
+            "recommendations": state.recommendations,
+            "clips": len(state.clips),
+            "failed": service.failed_streams,
+        }
     finally:
         await broker.stop()

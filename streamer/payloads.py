@@ -138,7 +138,10 @@ class PayloadFactory:
         stamps: Mapping[str, float],
         refresh: bool = False,
         text_model: str | None = None,
+        basis: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """``refresh``: this repeats a ranking already published, with its text; ``basis``: what the
+        plan saw of the running clip (see ``streamer.pipeline.Basis``)."""
         payload = self._envelope("recommendation", self.recommendation_ttl_s, stream_time_s)
         response = None
         if rec.response is not None:
@@ -158,6 +161,7 @@ class PayloadFactory:
             degraded=rec.degraded,
             degraded_reason=rec.degraded_reason,
             refresh=refresh,
+            basis=None if basis is None else dict(basis),
             response=response,
             latency_ms=latencies_ms(stamps),
             stamps={k: round(v, 6) for k, v in stamps.items()},

@@ -2,11 +2,20 @@
 
 Stages run as asyncio tasks joined by queues with declared policies:
 - frames: the source's one-slot box, newest wins (lossless in replay);
+- keyframes: every decoded frame is offered to the running clip's ``KeyframeSampler`` (no second
+  decode): at most ``planner.memory.max_keyframes``, spread over the clip, downscaled once;
 - recognizer: at most ``rate_hz`` frames per stream second, in this stream's worker thread;
 - clip events: a bounded queue that is never dropped from (the ingest task waits instead);
-- planning: a latest-wins slot; a result whose clip is no longer current is discarded;
+- captions (IndirNHFM): the process's caption worker, latest request per room wins; a caption
+  arrives when it is ready and never delays a plan;
+- planning: a latest-wins slot. A plan at clip start, then a re-plan (refresh) whenever what the
+  engine reads of the clip changed (new keyframes, a new caption), at most every
+  ``planner.refresh_s`` stream seconds; a result whose clip is no longer current is discarded;
+- text: the rationale in its own worker thread under ``text_deadline_s``; a late text, or one
+  for a clip that ended or a ranking already replaced, is dropped and counted;
 - sinks (MQTT outbox, page, report): never block; the MQTT outbox is bounded on its own.
-Every event carries its stream time and the wall-clock stamp of each stage.
+Every event carries its stream time and the wall-clock stamp of each stage; every recommendation
+says what it saw (``basis``).
 """
 
 from __future__ import annotations
@@ -20,10 +29,14 @@ from typing import Any, Protocol
 
 import structlog
 
-from planner.memory import DEFAULT_MAX_DISTANT, DEFAULT_MAX_KEYFRAMES, NHFMemory
+from planner.config import MemoryConfig, PlannerConfig
+from planner.engines.base import CAPTION, KEYFRAMES
+from planner.memory import NHFMemory
 from planner.planner import Planner
 from planner.recommendation import Recommendation
+from streamer.captions import Caption, CaptionRequest, CaptionWorker
 from streamer.events import ClipEnded, ClipStarted
+from streamer.keyframes import KeyframeSampler, KeyframeSettings
 from streamer.latency import LatencyRecorder
 from streamer.mailbox import LatestWinsMailbox
 from streamer.payloads import PayloadFactory, Topics, latencies_ms
@@ -34,6 +47,7 @@ from streamer.sources.base import FrameSource
 log = structlog.get_logger(__name__)
 
 CLIP_QUEUE_BOUND = 64  # clip events are rare (one per ~10 s); the bound only guards memory
+_DEFAULT_PLANNER = PlannerConfig()
 
 
 class PayloadSink(Protocol):
@@ -46,9 +60,31 @@ class PayloadSink(Protocol):
 
 @dataclass(frozen=True)
 class PipelineSettings:
+    """What the pipeline reads of the configuration; ``from_config`` is the one way to build it
+    in the service (defaults: the config's own)."""
+
     refresh_text: bool = True  # generate the structured response after publishing the ranking
-    memory_max_distant: int = DEFAULT_MAX_DISTANT
-    memory_max_keyframes: int = DEFAULT_MAX_KEYFRAMES
+    memory: MemoryConfig = _DEFAULT_PLANNER.memory
+    refresh_s: float = _DEFAULT_PLANNER.refresh_s
+    text_deadline_s: float = _DEFAULT_PLANNER.settings.text_deadline_s
+
+    @classmethod
+    def from_config(cls, planner: PlannerConfig, *, refresh_text: bool = True) -> PipelineSettings:
+        return cls(
+            refresh_text=refresh_text,
+            memory=planner.memory,
+            refresh_s=planner.refresh_s,
+            text_deadline_s=planner.settings.text_deadline_s,
+        )
+
+    @property
+    def keyframes(self) -> KeyframeSettings:
+        m = self.memory
+        return KeyframeSettings(
+            max_keyframes=m.max_keyframes,
+            size=(m.keyframe_size, m.keyframe_size),
+            min_interval_s=m.keyframe_interval_s,
+        )
 
 
 @dataclass
@@ -60,10 +96,42 @@ class StreamState:
     frames_processed: int = 0
     frames_skipped: int = 0  # seen but not due for recognition (rate limit)
     clip_events: int = 0
-    recommendations: int = 0
+    recommendations: int = 0  # recommendation messages published (rankings and texts)
+    rankings: int = 0  # rankings published: one per clip start, plus the in-clip refreshes
+    refreshes: int = 0  # in-clip re-plans published
+    texts: int = 0  # rationale texts published
+    late_texts: int = 0  # texts past text_deadline_s (dropped)
+    dropped_texts: int = 0  # texts for a clip that had ended or a ranking already replaced
+    captions: int = 0  # captions received for the running clip
     stale_plans: int = 0
     last_pts_s: float = 0.0
     clips: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Basis:
+    """What one plan saw of the running clip."""
+
+    trigger: str  # "clip_start" | "refresh"
+    revision: int  # 0 at clip start, +1 per in-clip re-plan
+    keyframes: int
+    keyframes_span_s: tuple[float, float] | None  # stream times of the first and last keyframe
+    caption: bool
+    clip_elapsed_s: float  # stream seconds from the clip's start to the newest frame seen
+    seen_until_s: float  # stream time of the newest frame when the plan was made
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trigger": self.trigger,
+            "revision": self.revision,
+            "keyframes": self.keyframes,
+            "keyframes_span_s": None
+            if self.keyframes_span_s is None
+            else [round(self.keyframes_span_s[0], 3), round(self.keyframes_span_s[1], 3)],
+            "caption": self.caption,
+            "clip_elapsed_s": round(max(self.clip_elapsed_s, 0.0), 3),
+            "seen_until_s": round(max(self.seen_until_s, 0.0), 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -71,6 +139,7 @@ class _PlanRequest:
     memory: NHFMemory
     clip: ClipStarted
     stamps: dict[str, float]
+    basis: Basis
 
 
 class StreamPipeline:
@@ -85,6 +154,7 @@ class StreamPipeline:
         payloads: PayloadFactory,
         segmenter: SegmenterSettings | None = None,
         settings: PipelineSettings | None = None,
+        captions: CaptionWorker | None = None,
     ) -> None:
         self.room = room
         self.topics = Topics(room)
@@ -95,11 +165,26 @@ class StreamPipeline:
         self.payloads = payloads
         self.segmenter = Segmenter(segmenter)
         self.settings = settings or PipelineSettings()
+        self.captions = captions
         self.state = StreamState()
         self.latency = LatencyRecorder()
-        self.memory = NHFMemory(
-            max_distant=self.settings.memory_max_distant, max_keyframes=self.settings.memory_max_keyframes
-        )
+        memory = self.settings.memory
+        self.memory = NHFMemory(max_distant=memory.max_distant, max_keyframes=memory.max_keyframes)
+        self.keyframes = KeyframeSampler(self.settings.keyframes)
+        self.keyframes.start_clip(-1, 0.0)  # frames before the first clip is confirmed belong to it
+        self._reads = planner.reads_near
+        self._clip: ClipStarted | None = None  # the running clip, once its start was consumed
+        self._clip_open = False
+        self._caption: Caption | None = None  # the running clip's latest caption
+        self._revision = 0  # plans requested for the running clip
+        self._planned: tuple[int | None, str | None] = (None, None)  # what the last request read
+        self._last_plan_pts = float("-inf")
+        self._captioned_version = -1  # keyframe version last sent to the captioner
+        self._last_caption_pts = float("-inf")
+        self._published_revision = -1  # newest ranking revision published for the running clip
+        self._text_pending: tuple[_PlanRequest, Recommendation] | None = None
+        self._text_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._clip_events: asyncio.Queue[tuple[ClipStarted | ClipEnded, dict[str, float]] | None] = (
             asyncio.Queue(CLIP_QUEUE_BOUND)
         )
@@ -107,17 +192,23 @@ class StreamPipeline:
         # one worker thread per stage per stream: a slow stream never holds another's threads
         self._recognize_pool = ThreadPoolExecutor(1, thread_name_prefix=f"recognize-{room}")
         self._plan_pool = ThreadPoolExecutor(1, thread_name_prefix=f"plan-{room}")
+        self._text_pool = ThreadPoolExecutor(1, thread_name_prefix=f"text-{room}")
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> StreamState:
         """Run until the source ends (or fails) and everything queued has been published."""
+        self._loop = asyncio.get_running_loop()
         self.state.stream = "running"
         self.emit_status()
         try:
             await asyncio.gather(self._ingest(), self._consume_clip_events(), self._plan_loop())
         finally:
+            if self._text_task is not None and not self._text_task.done():
+                self._text_task.cancel()  # the stream ended: no text for a clip that ended
+                await asyncio.gather(self._text_task, return_exceptions=True)
             self._recognize_pool.shutdown(wait=False, cancel_futures=True)
             self._plan_pool.shutdown(wait=False, cancel_futures=True)
+            self._text_pool.shutdown(wait=False, cancel_futures=True)
         failed = self.source.stats.failed
         self.state.stream = "failed" if failed else "ended"
         self.state.reason = failed
@@ -129,7 +220,10 @@ class StreamPipeline:
             decoded=self.source.stats.decoded,
             processed=self.state.frames_processed,
             dropped=self.source.stats.dropped,
-            recommendations=self.state.recommendations,
+            rankings=self.state.rankings,
+            refreshes=self.state.refreshes,
+            captions=self.state.captions,
+            late_texts=self.state.late_texts,
         )
         return self.state
 
@@ -154,6 +248,7 @@ class StreamPipeline:
         try:
             while (frame := await self.source.next_frame()) is not None:
                 self.state.last_pts_s = frame.pts_s
+                self.keyframes.offer(frame.pts_s, frame.image)  # cheap unless due (one per interval)
                 if frame.pts_s + 1e-9 < next_due:
                     self.state.frames_skipped += 1
                     continue
@@ -174,7 +269,10 @@ class StreamPipeline:
                 stamps["segmented"] = time.time()
                 self.latency.add("frame", (stamps["segmented"] - frame.decoded_at) * 1000)
                 for event in events:
+                    if isinstance(event, ClipStarted):  # from now on, frames are the new clip's
+                        self.keyframes.start_clip(event.index, event.start_s)
                     await self._clip_events.put((event, dict(stamps)))
+                self._follow_clip()
             for event in self.segmenter.finish(self.state.last_pts_s):
                 await self._clip_events.put((event, {"segmented": time.time()}))
         finally:
@@ -187,8 +285,14 @@ class StreamPipeline:
             self._emit(self.topics.clip, self.payloads.clip(event, stamps), retain=False)
             if isinstance(event, ClipStarted):
                 self.memory = self.memory.start_clip(event.action, event.start_s)
-                self._plans.put(_PlanRequest(self.memory, event, stamps))
+                self._clip, self._clip_open, self._caption = event, True, None
+                self._revision, self._published_revision = 0, -1
+                self._captioned_version, self._last_caption_pts = -1, float("-inf")
+                self._request_plan("clip_start", stamps)
+                self._request_caption()
             else:
+                if self._clip is not None and event.index == self._clip.index:
+                    self._clip_open = False
                 self.state.clips.append(
                     {
                         "index": event.index,
@@ -199,6 +303,83 @@ class StreamPipeline:
                 )
         self._plans.close()
 
+    def _current_keyframes(self) -> tuple[Any, ...]:
+        """The running clip's keyframes (none while the sampler is already on a newer clip)."""
+        if self._clip is None or self.keyframes.clip_index != self._clip.index:
+            return ()
+        return self.keyframes.keyframes()
+
+    def _basis_key(self) -> tuple[int | None, str | None]:
+        """What the engine reads of the running clip now (labels aside): a refresh is due when it changes."""
+        version = self.keyframes.version if KEYFRAMES in self._reads and self._current_keyframes() else None
+        caption = self._caption.text if CAPTION in self._reads and self._caption is not None else None
+        return version, caption
+
+    def _request_plan(self, trigger: str, stamps: dict[str, float]) -> None:
+        assert self._clip is not None
+        frames = self._current_keyframes()
+        memory = self.memory.with_keyframes([k.image for k in frames]) if frames else self.memory
+        if self._caption is not None:
+            memory = memory.with_caption(self._caption.text)
+        seen = self.state.last_pts_s
+        basis = Basis(
+            trigger=trigger,
+            revision=self._revision,
+            keyframes=len(memory.near.keyframes) if memory.near else 0,
+            keyframes_span_s=(frames[0].pts_s, frames[-1].pts_s) if frames else None,
+            caption=self._caption is not None,
+            clip_elapsed_s=seen - self._clip.start_s,
+            seen_until_s=seen,
+        )
+        self._planned = self._basis_key()
+        self._last_plan_pts = seen
+        self._revision += 1
+        self._plans.put(_PlanRequest(memory, self._clip, stamps, basis))
+
+    def _follow_clip(self) -> None:
+        """After each recognized frame: ask for a caption, and re-plan when the basis changed."""
+        if self._clip is None or not self._clip_open:
+            return
+        self._request_caption()
+        refresh_s = self.settings.refresh_s
+        if refresh_s <= 0 or self.state.last_pts_s - self._last_plan_pts + 1e-9 < refresh_s:
+            return
+        if self.keyframes.clip_index != self._clip.index or self._basis_key() == self._planned:
+            return  # nothing the engine reads has changed: the prior-only planner never re-plans
+        self._request_plan("refresh", {"refresh_requested": time.time()})
+
+    def _request_caption(self) -> None:
+        """The newest keyframes to the caption worker: at clip start, then at most every refresh_s."""
+        if self.captions is None or self._clip is None:
+            return
+        frames = self._current_keyframes()
+        if not frames or self.keyframes.version == self._captioned_version:
+            return
+        if self._captioned_version >= 0 and (
+            self.settings.refresh_s <= 0
+            or self.state.last_pts_s - self._last_caption_pts + 1e-9 < self.settings.refresh_s
+        ):
+            return
+        self._captioned_version = self.keyframes.version
+        self._last_caption_pts = self.state.last_pts_s
+        request = CaptionRequest(self.room, self._clip.index, self._clip.start_s, tuple(frames))
+        self.captions.submit(request, self._caption_ready_threadsafe)
+
+    def _caption_ready_threadsafe(self, caption: Caption) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._caption_ready, caption)
+
+    def _caption_ready(self, caption: Caption) -> None:
+        clip = self._clip
+        if clip is None or caption.clip_index != clip.index or caption.clip_start_s != clip.start_s:
+            return  # a caption of a clip that has ended
+        self._caption = caption
+        self.state.captions += 1
+        if not caption.cached:
+            self.latency.add("caption", caption.latency_ms)
+        self._follow_clip()
+
     async def _plan_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while (request := await self._plans.get()) is not None:
@@ -206,20 +387,53 @@ class StreamPipeline:
                 rec = self.planner.recommend(request.memory)
             else:
                 rec = await loop.run_in_executor(self._plan_pool, self.planner.recommend, request.memory)
-            if self._plans.pending:  # a newer clip started meanwhile: this one is stale
+            if request.clip is not self._clip:  # a newer clip started meanwhile: this one is stale
                 self.state.stale_plans += 1
                 continue
             stamps = {**request.stamps, "planned": time.time()}
             self._publish_recommendation(rec, request, stamps, refresh=False)
-            if not self.settings.refresh_text:
+            if self.settings.refresh_text:
+                self._text_pending = (request, rec)  # latest wins
+                if self._text_task is None or self._text_task.done():
+                    self._text_task = asyncio.create_task(self._text_loop(), name=f"text-{self.room}")
+
+    async def _text_loop(self) -> None:
+        """Rationale texts in their own thread, under the text deadline; never for a clip that ended."""
+        loop = asyncio.get_running_loop()
+        deadline = self.settings.text_deadline_s
+        while self._text_pending is not None:
+            request, rec = self._text_pending
+            self._text_pending = None
+            if not self._text_still_wanted(request):
+                self.state.dropped_texts += 1
                 continue
+            started = time.time()
             try:
-                rec = await loop.run_in_executor(self._plan_pool, self.planner.explain, request.memory, rec)
+                explained = await loop.run_in_executor(
+                    self._text_pool, self.planner.explain_within, request.memory, rec, deadline
+                )
             except Exception as exc:  # text is optional: the ranking is already out
                 log.warning("stream.explain_failed", room=self.room, error=type(exc).__name__)
                 continue
-            if not self._plans.pending and rec.response is not None:
-                self._publish_recommendation(rec, request, {**stamps, "planned": time.time()}, refresh=True)
+            if explained is None:
+                self.state.late_texts += 1
+                log.info("stream.text_late", room=self.room, clip=request.clip.index, deadline_s=deadline)
+                continue
+            if not self._text_still_wanted(request):
+                self.state.dropped_texts += 1
+                continue
+            if explained.response is not None:
+                self.latency.add("text", (time.time() - started) * 1000)
+                stamps = {**request.stamps, "planned": time.time()}
+                self._publish_recommendation(explained, request, stamps, refresh=True)
+
+    def _text_still_wanted(self, request: _PlanRequest) -> bool:
+        """Its clip still runs and no newer ranking of that clip has been published."""
+        return (
+            request.clip is self._clip
+            and self._clip_open
+            and request.basis.revision == self._published_revision
+        )
 
     # ---- output ------------------------------------------------------------------------------
     def _publish_recommendation(
@@ -227,14 +441,27 @@ class StreamPipeline:
     ) -> None:
         stamps["published"] = time.time()
         payload = self.payloads.recommendation(
-            rec, request.clip, stream_time_s=self.state.last_pts_s, stamps=stamps, refresh=refresh
+            rec,
+            request.clip,
+            stream_time_s=self.state.last_pts_s,
+            stamps=stamps,
+            refresh=refresh,
+            basis=request.basis.to_dict(),
         )
-        if not refresh:
-            self.latency.add_all(latencies_ms(stamps))
-            hold_s = request.clip.detected_s - request.clip.start_s
-            self.latency.add("segmentation_hold", hold_s * 1000)
-            self.latency.add("plan_rank", rec.timings_ms.get("rank", 0.0))
         self.state.recommendations += 1
+        if refresh:
+            self.state.texts += 1
+        else:
+            self._published_revision = request.basis.revision
+            self.state.rankings += 1
+            self.latency.add("plan_rank", rec.timings_ms.get("rank", 0.0))
+            if request.basis.trigger == "clip_start":
+                self.latency.add_all(latencies_ms(stamps))
+                hold_s = request.clip.detected_s - request.clip.start_s
+                self.latency.add("segmentation_hold", hold_s * 1000)
+            else:
+                self.state.refreshes += 1
+                self.latency.add("refresh", (stamps["published"] - stamps["refresh_requested"]) * 1000)
         self._emit(self.topics.recommendation, payload, retain=False)
         self._emit(self.topics.current, payload, retain=True)
 

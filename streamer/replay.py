@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from planner.config import PlannerConfig
 from planner.planner import Planner
 from streamer.config import ServiceConfig, StreamConfig
-from streamer.exceptions import SourceError
+from streamer.exceptions import SourceError, StreamFailedError
 from streamer.recognizers.timeline import load_timeline
 from streamer.replay_report import RecordingSink, compare_clips, true_clips
 from streamer.service import Service
@@ -22,23 +23,32 @@ async def replay(
     *,
     room: str = "replay",
     recognizer: str | None = None,
+    planner_config: PlannerConfig | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline over ``video`` with the timeline oracle (or ``recognizer``); return the report.
 
-    Raises SourceError when the video cannot be opened or fails part-way (bad input).
+    Raises SourceError when the video cannot be opened or fails part-way (bad input), and
+    StreamFailedError when the stream failed otherwise (a stage raised, the broker refused us).
     """
     timeline = load_timeline(timeline_spec)
     stream = StreamConfig(room=room, source=video, recognizer=recognizer or f"timeline:{timeline_spec}")
     cfg = cfg.model_copy(update={"streams": (stream,), "realtime": False})
     recorder = RecordingSink()
-    service = Service(cfg, planner_factory=planner_factory, extra_sinks=lambda _room: [recorder])
+    service = Service(
+        cfg,
+        planner_factory=planner_factory,
+        extra_sinks=lambda _room: [recorder],
+        planner_config=planner_config,
+    )
     t0 = time.perf_counter()
     (state,) = await service.run(exit_when_done=True)
     wall_s = time.perf_counter() - t0
     run = service.runs[0]
     stats = run.pipeline.source.stats
-    if state.stream == "failed":
-        raise SourceError(state.reason or f"video {video}: failed")
+    if state.stream == "failed":  # no report: a report is complete or not written
+        if stats.failed:  # the video itself (corrupt, truncated): bad input
+            raise SourceError(state.reason or f"video {video}: failed")
+        raise StreamFailedError(f"room {room} failed: {state.reason}")
     video_s = state.last_pts_s
     found = state.clips
     recs = recorder.of_type("recommendation")

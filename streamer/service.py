@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from planner.config import PlannerConfig
 from planner.planner import Planner
+from streamer.captions import CaptionWorker
 from streamer.config import ServiceConfig, StreamConfig
 from streamer.exceptions import StreamerError
 from streamer.mqtt.outbox import OutMessage
@@ -86,7 +88,10 @@ class Service:
         planner_factory: Callable[[], Planner],
         source_factory: SourceFactory = default_source,
         extra_sinks: SinkFactory | None = None,
+        planner_config: PlannerConfig | None = None,
     ) -> None:
+        """``planner_config``: the planner section the pipelines read (NHFM bounds, keyframes,
+        refresh interval, text deadline): the same one the planners were built from."""
         if not cfg.streams:
             raise StreamerError(
                 "no streams configured: give --source, or [[service.streams]] in a config file"
@@ -95,6 +100,10 @@ class Service:
         self.planner_factory = planner_factory
         self.source_factory = source_factory
         self.extra_sinks = extra_sinks
+        self.pipeline_settings = PipelineSettings.from_config(
+            planner_config or PlannerConfig(), refresh_text=cfg.refresh_text
+        )
+        self.captions: CaptionWorker | None = None  # one per process, off the ranking path
         self.broker_url: str | None = cfg.mqtt.broker
         self._embedded: Any = None
         self._embedded_protocol = False  # amqtt speaks MQTT 3.1.1 only
@@ -173,18 +182,31 @@ class Service:
             sinks += list(self.extra_sinks(stream.room))
         if self.web is not None:
             sinks.append(self.web.sink_for(stream.room))
+        planner = self.planner_factory()
+        self._take_captioner(planner)
         pipeline = StreamPipeline(
             room=stream.room,
             source=source,
             recognizer=recognizer,
-            planner=self.planner_factory(),
+            planner=planner,
             sinks=sinks,
             payloads=payloads,
             segmenter=self.cfg.oracle_segmenter if recognizer.has_ground_truth else self.cfg.segmenter,
-            settings=PipelineSettings(refresh_text=self.cfg.refresh_text),
+            settings=self.pipeline_settings,
+            captions=self.captions,
         )
         holder["p"] = pipeline
         return StreamRun(stream, pipeline, publisher)
+
+    def _take_captioner(self, planner: Planner) -> None:
+        """IndirNHFM's captioner moves out of the engine (where it would caption on the ranking
+        path) into one caption worker for the whole process, shared by every room."""
+        take = getattr(planner.engine, "take_captioner", None)
+        captioner = take() if take is not None else None
+        if captioner is None or self.captions is not None:
+            return
+        self.captions = CaptionWorker(captioner.describe, frames=captioner.frames, model=captioner.model)
+        log.info("service.captioner", model=captioner.model, frames=captioner.frames)
 
     # ---- run ---------------------------------------------------------------------------------
     async def run(
@@ -236,6 +258,7 @@ class Service:
         try:
             await pipeline.source.start()
         except StreamerError as exc:
+            pipeline.source.stats.failed = pipeline.source.stats.failed or str(exc)
             self._stream_failed(run, str(exc))
             pipeline.planner.close()
             return
@@ -306,6 +329,8 @@ class Service:
             for task in run.tasks:
                 task.cancel()
             await asyncio.gather(*run.tasks, return_exceptions=True)
+        if self.captions is not None:
+            await asyncio.to_thread(self.captions.close)
         if self.web is not None:
             await self.web.stop()
         if self._embedded is not None:

@@ -47,6 +47,15 @@ class EngineSettings:
             )
 
 
+#: The near-clip inputs an engine can read (``PlanningEngine.reads_near``).
+KEYFRAMES, CAPTION = "keyframes", "caption"
+
+
+def near_inputs(variant: str) -> frozenset[str]:
+    """What a model engine of this NHFM variant reads of the near clip."""
+    return frozenset({KEYFRAMES}) if variant == "direct" else frozenset({CAPTION})
+
+
 @runtime_checkable
 class PlanningEngine(Protocol):
     """A source of next-action scores and of the structured response text.
@@ -63,6 +72,10 @@ class PlanningEngine(Protocol):
     instant: bool  # ranks in well under a millisecond: run inline, no worker thread, no deadline
     needs_model: bool  # loads model weights (or calls a model server) to rank
     batch_rank: bool  # has ``rank_batch(memories)``: several rooms' requests in one forward pass
+    #: what the ranking reads of the near clip besides its label: "keyframes" (DirNHFM),
+    #: "caption" (IndirNHFM); empty for label-only engines. The live pipeline re-plans a clip
+    #: only when one of these changed.
+    reads_near: frozenset[str]
 
     def rank(self, memory: NHFMemory) -> dict[str, float]:
         """Log-scores (natural log, higher is better) for each of the five actions."""

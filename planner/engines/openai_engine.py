@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from planner.engines.base import EngineSettings
+from planner.engines.base import EngineSettings, near_inputs
 from planner.engines.chatml import Renderer, make_renderer
 from planner.engines.http_client import HttpSettings, JsonClient
 from planner.engines.options import DEFAULT_FLOOR, action_scores, letters_from_top_logprobs, scoring_prompts
@@ -70,6 +70,7 @@ class OpenAIEngine:
     ) -> None:
         self.client = client
         self.settings = settings
+        self.reads_near = near_inputs(settings.variant)
         self.render = render
         self.top_logprobs = top_logprobs
         self.floor = floor

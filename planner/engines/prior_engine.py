@@ -19,6 +19,7 @@ class PriorEngine:
     instant = True
     needs_model = False
     batch_rank = False
+    reads_near: frozenset[str] = frozenset()  # labels only
 
     def __init__(self, prior: SequencePrior) -> None:
         self.prior = prior

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from planner.engines.base import EngineSettings
+from planner.engines.base import EngineSettings, near_inputs
 from planner.engines.captioner import Captioner
 from planner.engines.hf_loading import LoadedModel, load_model
 from planner.engines.options import action_scores, letter_token_ids, scoring_prompts
@@ -43,6 +43,7 @@ class TransformersEngine:
         self._lm: PrefixCachedLM | None = lm
         self.settings = settings
         self.captioner = captioner
+        self.reads_near = near_inputs(settings.variant)
         self.model = lm.loaded.description
         self.letter_ids = letter_token_ids(lm.tokenizer, lm.loaded.path)
         tok = lm.tokenizer
@@ -96,6 +97,12 @@ class TransformersEngine:
         text = lm.decode(ids)
         if text != emitted and text.startswith(emitted):
             yield text[len(emitted) :]
+
+    def take_captioner(self) -> Captioner | None:
+        """Hand the captioner to the live caption worker: from now on ranking never captions
+        inline (a plan uses the caption its memory carries, or says there is none)."""
+        captioner, self.captioner = self.captioner, None
+        return captioner
 
     def close(self) -> None:
         """Drop the model, its cache and the captioner's; later calls raise ``EngineError``."""

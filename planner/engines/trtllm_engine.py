@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from planner.engines.base import EngineSettings
+from planner.engines.base import EngineSettings, near_inputs
 from planner.engines.chatml import Renderer, make_renderer
 from planner.engines.options import DEFAULT_FLOOR, action_scores, letter_token_ids, scoring_prompts
 from planner.engines.vision import images_in, to_pil
@@ -131,6 +131,7 @@ class TrtllmEngine:
         self.llm = llm
         self.sampling_params = sampling_params
         self.settings = settings
+        self.reads_near = near_inputs(settings.variant)
         self.render = render
         self.letter_ids = letter_ids
         self.is_vl = is_vl

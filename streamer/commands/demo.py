@@ -1,9 +1,12 @@
-"""``llm-sap demo``: everything on embedded defaults, watched from a terminal; ends by itself."""
+"""``llm-sap demo``: everything on embedded defaults, watched from a terminal; ends by itself.
+
+Exit codes: 0 the demo ran to its end; 1 its stream failed; 2 bad input."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import tempfile
 from pathlib import Path
 
@@ -13,7 +16,11 @@ from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrid
 from planner.factory import SharedPlanning, load_prior
 from streamer.config import LiveConfig
 from streamer.demo import run_demo
-from streamer.exceptions import StreamerError
+from streamer.exceptions import StreamerError, StreamFailedError
+from streamer.sources import local_file
+from streamer.sources.video import check_video_file
+
+MAX_SPEED = 1000.0  # the synthetic procedure lasts minutes: faster is a blink
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,8 +40,13 @@ def overrides(args: argparse.Namespace) -> list[str]:
 def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
     if args.video and not args.timeline:
         raise StreamerError("--video needs --timeline (the demo's recognizer is the timeline oracle)")
-    if args.speed <= 0:
-        raise StreamerError(f"--speed must be > 0, got {args.speed}")
+    if not math.isfinite(args.speed) or not 0 < args.speed <= MAX_SPEED:
+        raise StreamerError(f"--speed must be a number in (0, {MAX_SPEED:g}], got {args.speed}")
+    path = local_file(args.video) if args.video else None
+    if path is not None:
+        if not path.is_file():
+            raise StreamerError(f"video {path} not found")
+        check_video_file(str(path))
     planning = SharedPlanning(cfg.planner, load_prior(cfg.planner))
     console.rule("llm-sap demo: what an MQTT subscriber in the operating room receives")
     with planning, tempfile.TemporaryDirectory(prefix="llm-sap-demo-") as tmp:
@@ -48,8 +60,11 @@ def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
                 video=args.video,
                 timeline=args.timeline,
                 speed=args.speed,
+                planner_config=cfg.planner,
             )
         )
     console.rule(f"done: {summary['clips']} clips, {summary['recommendations']} recommendations, "
                  f"{summary['messages']} MQTT messages received")  # fmt: skip
+    if summary["failed"]:
+        raise StreamFailedError("; ".join(f"room {room} failed: {why}" for room, why in summary["failed"]))
     return 0

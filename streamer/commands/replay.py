@@ -16,6 +16,7 @@ from streamer.config import LiveConfig
 from streamer.exceptions import SourceError
 from streamer.replay import replay
 from streamer.sources import local_file
+from streamer.sources.video import check_video_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +37,8 @@ def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
     path = local_file(args.video)
     if path is not None and not path.is_file():
         raise SourceError(f"video {path} not found")
+    if path is not None:
+        check_video_file(str(path))
     planning = SharedPlanning(cfg.planner, load_prior(cfg.planner))
     with planning:
         report = asyncio.run(
@@ -46,6 +49,7 @@ def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
                 args.timeline,
                 room=args.room,
                 recognizer=args.recognizer,
+                planner_config=cfg.planner,
             )
         )
     console.print(summary_table(report))

@@ -1,4 +1,7 @@
-"""``llm-sap serve``: the live service, until SIGINT/SIGTERM (drain, publish offline, exit 0)."""
+"""``llm-sap serve``: the live service, until SIGINT/SIGTERM (drain, publish offline).
+
+Exit codes: 0 every stream ran (and ended, or was stopped); 1 a stream failed (its status said
+``failed`` with the reason, the log has it); 2 bad input, before anything started."""
 
 from __future__ import annotations
 
@@ -13,9 +16,10 @@ from rich.console import Console
 from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from planner.factory import SharedPlanning, load_prior
 from streamer.config import LiveConfig
-from streamer.exceptions import SourceError
+from streamer.exceptions import SourceError, StreamFailedError
 from streamer.service import Service
 from streamer.sources import local_file
+from streamer.sources.video import check_video_file
 
 log = structlog.get_logger(__name__)
 
@@ -59,11 +63,14 @@ overrides = stream_overrides
 
 
 def check_local_sources(cfg: LiveConfig) -> None:
-    """A file that does not exist is bad input (exit 2), not a live stream failure."""
+    """A file that does not exist or is not a video (a still image, one frame, no duration) is bad
+    input (exit 2), not a live stream failure."""
     for stream in cfg.service.streams:
         path = local_file(stream.source)
         if path is not None and not path.is_file():
             raise SourceError(f"video {path} not found")
+        if path is not None:
+            check_video_file(str(path))
 
 
 def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
@@ -82,8 +89,16 @@ def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
                 loop.remove_signal_handler(sig)
 
     # the service checks its input (recognizers, rooms) before the model is loaded
-    service = Service(cfg.service, planner_factory=lambda: planning.planner())
+    service = Service(cfg.service, planner_factory=lambda: planning.planner(), planner_config=cfg.planner)
     with SharedPlanning(cfg.planner, prior) as planning:
         asyncio.run(main())
     log.info("serve.stopped")
+    return exit_code(service)
+
+
+def exit_code(service: Service) -> int:
+    """0, or StreamFailedError (exit 1) naming every failed room and why."""
+    failed = service.failed_streams
+    if failed:
+        raise StreamFailedError("; ".join(f"room {room} failed: {reason}" for room, reason in failed))
     return 0
