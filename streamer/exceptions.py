@@ -27,5 +27,11 @@ class PayloadError(StreamerError, ValueError):
     """A payload fails its JSON Schema (a bug: payloads are validated before they go out)."""
 
 
+class StreamFailedError(StreamerError):
+    """A stream failed while running (a stage raised, the broker refused us): exit code 1, not 2."""
+
+    exit_code = 1
+
+
 class UnknownRecognizerError(StreamerError, ValueError):
     """A recognizer spec that is neither timeline:FILE[#VIDEO] nor checkpoint:FILE."""

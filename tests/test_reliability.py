@@ -89,3 +89,31 @@ async def test_a_stage_exception_fails_the_stream_loudly_and_the_other_room_goes
     statuses = [json.loads(m.payload) for m in sub.messages if "/or-bad/" in m.topic]
     assert any(p["stream"] == "failed" and "boom" in p["reason"] for p in statuses)
     assert any(p["type"] == "status" and p["stream"] == "failed" for p in sinks["or-bad"].payloads)
+
+
+async def test_a_wrong_mqtt_password_fails_the_room_instead_of_retrying_forever(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    sinks: dict[str, ListSink] = {}
+    timeline = write_timeline(tmp_path / "timeline.csv")
+    cfg = ServiceConfig(
+        streams=(StreamConfig(room="or-pw", source="synthetic"),),
+        recognizer=f"timeline:{timeline}",
+        mqtt=MqttConfig(broker=mosquitto.url("service", password="wrong-password")),
+    )
+
+    def source(stream: StreamConfig, c: ServiceConfig) -> SyntheticSource:
+        return SyntheticSource(PROCEDURE, duration_s=34.0, fps=10.0, size=(32, 32), realtime=True, speed=1.0)
+
+    service = Service(
+        cfg,
+        planner_factory=prior_planner,
+        source_factory=source,
+        extra_sinks=lambda room: [sinks.setdefault(room, ListSink())],
+    )
+    with capture_logs() as logs:
+        (state,) = await asyncio.wait_for(service.run(), 15)  # ends: the stream would take 34 s
+    assert state.stream == "failed" and "not authorized" in (state.reason or ""), state
+    assert service.failed_streams and service.failed_streams[0][0] == "or-pw"
+    assert any(e["event"] == "stream.failed" and e["log_level"] == "error" for e in logs)
+    assert any(p["stream"] == "failed" for p in sinks["or-pw"].payloads if p["type"] == "status")

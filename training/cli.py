@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except (TrainingError, PlannerError, StreamerError) as exc:
         err.print(f"llm-sap: error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        return 2
+        return int(getattr(exc, "exit_code", 2))  # 2 bad input; 1 a stream failed (StreamFailedError)
     except KeyboardInterrupt:
         err.print("llm-sap: interrupted", markup=False)
         return 130
