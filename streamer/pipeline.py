@@ -200,12 +200,19 @@ class StreamPipeline:
         self._loop = asyncio.get_running_loop()
         self.state.stream = "running"
         self.emit_status()
+        stages = [
+            asyncio.ensure_future(c) for c in (self._ingest(), self._consume_clip_events(), self._plan_loop())
+        ]
         try:
-            await asyncio.gather(self._ingest(), self._consume_clip_events(), self._plan_loop())
+            await asyncio.gather(*stages)
         finally:
+            for stage in stages:  # one stage raised (the service reports it): stop the others too
+                stage.cancel()
+            await asyncio.gather(*stages, return_exceptions=True)
             if self._text_task is not None and not self._text_task.done():
                 self._text_task.cancel()  # the stream ended: no text for a clip that ended
                 await asyncio.gather(self._text_task, return_exceptions=True)
+                self.state.dropped_texts += 1 + (self._text_pending is not None)
             self._recognize_pool.shutdown(wait=False, cancel_futures=True)
             self._plan_pool.shutdown(wait=False, cancel_futures=True)
             self._text_pool.shutdown(wait=False, cancel_futures=True)

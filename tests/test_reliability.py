@@ -117,3 +117,34 @@ async def test_a_wrong_mqtt_password_fails_the_room_instead_of_retrying_forever(
     assert service.failed_streams and service.failed_streams[0][0] == "or-pw"
     assert any(e["event"] == "stream.failed" and e["log_level"] == "error" for e in logs)
     assert any(p["stream"] == "failed" for p in sinks["or-pw"].payloads if p["type"] == "status")
+
+
+async def test_when_one_stage_raises_the_other_stages_stop_too(tmp_path: Path) -> None:
+    from streamer.payloads import PayloadFactory
+    from streamer.pipeline import PipelineSettings, StreamPipeline
+    from streamer.recognizers.timeline import TimelineRecognizer, load_timeline
+    from streamer.segmenter import SegmenterSettings
+
+    sink = ListSink()
+    pipeline = StreamPipeline(
+        room="or-x",
+        source=SyntheticSource(PROCEDURE, duration_s=34.0, fps=10.0, size=(32, 32), realtime=True, speed=2.0),
+        recognizer=TimelineRecognizer(load_timeline(write_timeline(tmp_path / "t.csv")), rate_hz=5.0),
+        planner=crashing_planner(),
+        sinks=[sink],
+        payloads=PayloadFactory("or-x"),
+        segmenter=SegmenterSettings(smoothing_s=0.0, confirm_s=0.5, compensate_lag=False),
+        settings=PipelineSettings(refresh_text=False),
+    )
+    await pipeline.source.start()
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            await asyncio.wait_for(pipeline.run(), 10)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        names = [t.get_coro().__qualname__ for t in left]  # type: ignore[union-attr]
+        assert not any("StreamPipeline" in n for n in names), names  # no stage left running
+        emitted = len(sink.payloads)
+        await asyncio.sleep(1.0)  # the source still runs: nothing more comes out of the pipeline
+        assert len(sink.payloads) == emitted
+    finally:
+        await pipeline.source.stop()
