@@ -11,7 +11,7 @@ Stages run as asyncio tasks joined by queues with declared policies:
 - planning: a latest-wins slot. A plan at clip start, then a re-plan (refresh) whenever what the
   engine reads of the clip changed (new keyframes, a new caption), at most every
   ``planner.refresh_s`` stream seconds; a result whose clip is no longer current is discarded;
-- text: the rationale in its own worker thread under ``text_deadline_s``; a late text, or one
+- text: the rationale in its own worker thread under the planner's ``text_deadline_s``; a late text, or one
   for a clip that ended or a ranking already replaced, is dropped and counted;
 - sinks (MQTT outbox, page, report): never block; the MQTT outbox is bounded on its own.
 Every event carries its stream time and the wall-clock stamp of each stage; every recommendation
@@ -66,7 +66,6 @@ class PipelineSettings:
     refresh_text: bool = True  # generate the structured response after publishing the ranking
     memory: MemoryConfig = _DEFAULT_PLANNER.memory
     refresh_s: float = _DEFAULT_PLANNER.refresh_s
-    text_deadline_s: float = _DEFAULT_PLANNER.settings.text_deadline_s
 
     @classmethod
     def from_config(cls, planner: PlannerConfig, *, refresh_text: bool = True) -> PipelineSettings:
@@ -74,7 +73,6 @@ class PipelineSettings:
             refresh_text=refresh_text,
             memory=planner.memory,
             refresh_s=planner.refresh_s,
-            text_deadline_s=planner.settings.text_deadline_s,
         )
 
     @property
@@ -407,7 +405,7 @@ class StreamPipeline:
     async def _text_loop(self) -> None:
         """Rationale texts in their own thread, under the text deadline; never for a clip that ended."""
         loop = asyncio.get_running_loop()
-        deadline = self.settings.text_deadline_s
+        deadline = self.planner.settings.text_deadline_s
         while self._text_pending is not None:
             request, rec = self._text_pending
             self._text_pending = None
