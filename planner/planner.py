@@ -39,12 +39,22 @@ class PlannerSettings:
     text_deadline_s: float = 10.0  # the rationale text, live: later than this after the ranking is dropped
 
     def __post_init__(self) -> None:
-        if self.fusion_weight < 0:
-            raise ValueError(f"fusion_weight must be >= 0, got {self.fusion_weight}")
-        if self.deadline_s <= 0:
-            raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
-        if self.text_deadline_s <= 0:
-            raise ValueError(f"text_deadline_s must be > 0, got {self.text_deadline_s}")
+        """Every value finite and in its range (fusion weight in [0, 100]; deadlines in (0, 600] s;
+        cooldown in [0, 3600] s; the failure threshold in 1..1000; the token cap in 1..32768)."""
+        if not (math.isfinite(self.fusion_weight) and 0 <= self.fusion_weight <= 100):
+            raise ValueError(f"fusion_weight must be a finite number in [0, 100], got {self.fusion_weight}")
+        for name in ("deadline_s", "text_deadline_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= 600):
+                raise ValueError(f"{name} must be a finite number of seconds in (0, 600], got {value}")
+        if not (math.isfinite(self.cooldown_s) and 0 <= self.cooldown_s <= 3600):
+            raise ValueError(
+                f"cooldown_s must be a finite number of seconds in [0, 3600], got {self.cooldown_s}"
+            )
+        if not 1 <= self.failure_threshold <= 1000:
+            raise ValueError(f"failure_threshold must be in 1..1000, got {self.failure_threshold}")
+        if not 1 <= self.max_response_tokens <= 32768:
+            raise ValueError(f"max_response_tokens must be in 1..32768, got {self.max_response_tokens}")
 
 
 def fuse(llm_log: Mapping[str, float], prior_log: Mapping[str, float], weight: float) -> dict[str, float]:

@@ -190,6 +190,10 @@ class SequencePrior:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise PriorFileError(f"{path}: file not found") from exc
+        except UnicodeDecodeError:
+            raise PriorFileError(f"{path}: not UTF-8 text (a binary file?)") from None
+        except OSError as exc:  # a directory, no permission
+            raise PriorFileError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
         except json.JSONDecodeError as exc:
             raise PriorFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
         return cls.from_dict(data, source=str(path))

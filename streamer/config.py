@@ -112,9 +112,17 @@ class ServiceConfig(Section):
         smoothing_s=0.0, confirm_s=0.5, compensate_lag=False
     )
     refresh_text: bool = True
-    recommendation_ttl_s: float = Field(120.0, gt=0)
+    recommendation_ttl_s: float = Field(120.0, gt=0, le=86_400)  # at most a day (and finite)
     mqtt: MqttConfig = MqttConfig()
     web: WebConfig = WebConfig()
+
+    @model_validator(mode="after")
+    def _unique_rooms(self) -> ServiceConfig:
+        rooms = [s.room for s in self.streams]
+        twice = sorted({r for r in rooms if rooms.count(r) > 1})
+        if twice:
+            raise ValueError(f"room ids must be unique (they name the MQTT topics): {', '.join(twice)} twice")
+        return self
 
 
 class LiveConfig(Section):

@@ -101,7 +101,7 @@ def test_bad_config_file_names_key_and_value(tmp_path: Path, capsys: pytest.Capt
     cfg = tmp_path / "c.toml"
     cfg.write_text("[planner.settings]\ndeadline_s = -3\n")
     assert main(["evaluate", "--annotations", str(tmp_path / "none.json"), "--config", str(cfg)]) == 2
-    assert "deadline_s must be > 0, got -3" in _one_error_line(capsys)
+    assert "deadline_s must be a finite number of seconds in (0, 600], got -3" in _one_error_line(capsys)
 
 
 @pytest.mark.data

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -76,7 +78,26 @@ def build_parser(command: str | None = None) -> tuple[_Parser, ModuleType | None
     return parser, module
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived while a command was starting or running outside its own signal handling."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; SIGTERM ends it like SIGINT does (one line, exit 143), never by signal."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     console = Console()
     if not console.is_terminal:  # files and CI logs: wide enough for the 13-column table
         console = Console(width=150)
@@ -103,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("llm-sap: interrupted", markup=False)
         return 130
+    except Terminated:
+        err.print("llm-sap: stopped (SIGTERM)", markup=False)
+        return 143
     except Exception as exc:  # unexpected: log it with its traceback, exit 1
         structlog.get_logger(__name__).exception("cli.failed", error=str(exc))
         return 1

@@ -63,9 +63,13 @@ def validate_config(tree: Mapping[str, Any]) -> AppConfig:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text (a binary file?)") from None
+    except OSError as exc:  # a directory, no permission
+        raise ConfigError(f"config file {path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: invalid TOML ({exc})") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -36,14 +37,15 @@ class EngineSettings:
             raise ValueError(f"variant must be 'indirect' or 'direct', got {self.variant!r}")
         if not 1 <= self.option_orders <= 120:
             raise ValueError(f"option_orders must be in 1..120, got {self.option_orders}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 1 <= self.max_new_tokens <= 32768:
+            raise ValueError(f"max_new_tokens must be in 1..32768, got {self.max_new_tokens}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.timeout_s <= 0 or self.retries < 0 or self.tensor_parallel_size < 1:
+        timeout_ok = math.isfinite(self.timeout_s) and 0 < self.timeout_s <= 3600
+        if not timeout_ok or not 0 <= self.retries <= 100 or self.tensor_parallel_size < 1:
             raise ValueError(
-                f"need timeout_s > 0, retries >= 0, tensor_parallel_size >= 1; got {self.timeout_s}, "
-                f"{self.retries}, {self.tensor_parallel_size}"
+                "need timeout_s in (0, 3600], retries in 0..100, tensor_parallel_size >= 1; got "
+                f"{self.timeout_s}, {self.retries}, {self.tensor_parallel_size}"
             )
 
 

@@ -12,8 +12,10 @@ from rich.table import Table
 from planner.atomic import atomic_write_json
 from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from planner.factory import SharedPlanning, load_prior
+from planner.outputs import check_outputs
 from streamer.config import LiveConfig
-from streamer.exceptions import SourceError
+from streamer.exceptions import SourceError, StreamerError
+from streamer.payloads import validate_room
 from streamer.replay import replay
 from streamer.sources import local_file
 from streamer.sources.video import check_video_file
@@ -39,6 +41,11 @@ def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
         raise SourceError(f"video {path} not found")
     if path is not None:
         check_video_file(str(path))
+    try:
+        validate_room(args.room)
+    except ValueError as exc:
+        raise StreamerError(f"--room: {exc}") from None
+    check_outputs({"--report": args.report}, inputs=[path, args.timeline.partition("#")[0]])
     planning = SharedPlanning(cfg.planner, load_prior(cfg.planner))
     with planning:
         report = asyncio.run(

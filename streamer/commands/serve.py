@@ -80,20 +80,41 @@ def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, _stop_once, stop, sig)
         try:
             await service.run(stop, exit_when_done=args.exit_when_done)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)  # asyncio restores SIG_DFL for SIGTERM: ours instead
+                signal.signal(sig, _already_stopping)
 
     # the service checks its input (recognizers, rooms) before the model is loaded
     service = Service(cfg.service, planner_factory=lambda: planning.planner(), planner_config=cfg.planner)
-    with SharedPlanning(cfg.planner, prior) as planning:
-        asyncio.run(main())
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        with SharedPlanning(cfg.planner, prior) as planning:
+            asyncio.run(main())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     log.info("serve.stopped")
     return exit_code(service)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_once(stop: asyncio.Event, sig: signal.Signals) -> None:
+    """The first SIGINT/SIGTERM stops the service (drain, offline, exit); later ones are logged."""
+    if stop.is_set():
+        log.warning("serve.signal_ignored", signal=sig.name, reason="already stopping")
+    stop.set()
+
+
+def _already_stopping(signum: int, frame: object) -> None:
+    """After the event loop: the service is closing its planner; a second signal must not cut it."""
+    log.warning("serve.signal_ignored", signal=signal.Signals(signum).name, reason="already stopping")
 
 
 def exit_code(service: Service) -> int:

@@ -12,6 +12,7 @@ import bisect
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,8 @@ def parse_csv_timeline(text: str, source: str = "timeline") -> Timeline:
             start = float(row[0])
         except ValueError:
             raise TimelineError(f"{source}: line {n}: start_s {row[0]!r} is not a number") from None
-        if start < 0 or start != start:
-            raise TimelineError(f"{source}: line {n}: start_s {row[0]!r} must be >= 0")
+        if not math.isfinite(start) or start < 0:
+            raise TimelineError(f"{source}: line {n}: start_s {row[0]!r} must be a finite number >= 0")
         label = row[1].strip() if is_label(row[1].strip()) else to_label(row[1])
         if label is None:
             raise TimelineError(f"{source}: line {n}: {row[1]!r} is not an action ({', '.join(ACTIONS)})")
@@ -90,11 +91,13 @@ def load_timeline(spec: str | Path) -> Timeline:
     path_text, _, video = str(spec).partition("#")
     path = Path(path_text)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheet programs write a UTF-8 BOM
     except FileNotFoundError:
         raise TimelineError(f"timeline {path} not found") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise TimelineError(f"timeline {path}: cannot read ({type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise TimelineError(f"timeline {path}: not UTF-8 text (a binary file?)") from None
+    except OSError as exc:  # a directory, no permission
+        raise TimelineError(f"timeline {path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     if path.suffix.lower() == ".json":
         if not video:
             raise TimelineError(f"timeline {path}: a CholecT50-SAP JSON needs a video id, e.g. {path}#VID06")

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from planner.atomic import atomic_write_json
 from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
+from planner.outputs import check_outputs
 from training.cholect50 import load_annotations
 from training.compare import PAPER_LABEL, comparison_json, evaluate_specs, parse_compare_specs, plot_metrics
 from training.config import AppConfig
@@ -48,6 +49,10 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    check_outputs(  # every output checked before anything is computed or written
+        {"--json": args.json_out, "--plot": args.plot, "--predictions-out": args.predictions_out},
+        inputs=[args.annotations, args.prior, args.predictions_in],
+    )
     if args.compare:
         return run_compare(cfg, args, console)
     data = load_annotations(args.annotations)
