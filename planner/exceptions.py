@@ -26,3 +26,7 @@ class EngineError(PlannerError):
 
 class UnknownEngineError(PlannerError, ValueError):
     """The configured engine name is not one this build knows."""
+
+
+class LearnedModelError(PlannerError):
+    """A learned-planner model file is missing, malformed, or from another format version."""

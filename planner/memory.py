@@ -49,6 +49,9 @@ class NHFMemory:
     max_distant: int = DEFAULT_MAX_DISTANT
     max_keyframes: int = DEFAULT_MAX_KEYFRAMES
     dropped_distant: int = field(default=0, compare=False)
+    #: start second of each distant clip (same length as ``distant``), or ``()`` when unknown;
+    #: the learned planner's time features read it (with ``near.start_s``)
+    distant_starts: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_distant < 1:
@@ -58,6 +61,11 @@ class NHFMemory:
         for label in self.distant:
             if not is_label(label):
                 raise UnknownActionError(label, "distant history")
+        if self.distant_starts and len(self.distant_starts) != len(self.distant):
+            raise ValueError(
+                f"distant_starts must give one start per distant clip ({len(self.distant)}), "
+                f"got {len(self.distant_starts)}"
+            )
 
     @classmethod
     def from_history(
@@ -69,18 +77,32 @@ class NHFMemory:
         keyframes: Sequence[object] = (),
         max_distant: int = DEFAULT_MAX_DISTANT,
         max_keyframes: int = DEFAULT_MAX_KEYFRAMES,
+        starts: Sequence[float] = (),
     ) -> NHFMemory:
-        """Build a memory as a CholecT50-SAP planning sample states it."""
+        """Build a memory as a CholecT50-SAP planning sample states it.
+
+        ``starts``: the start second of each history clip (distant ones, then the nearest), as a
+        sample's ``History`` gives them; empty when unknown."""
         overflow = max(0, len(distant) - max_distant)
+        n_history = len(distant) + (1 if nearest else 0)
+        if starts and len(starts) != n_history:
+            raise ValueError(f"starts must give one start per history clip ({n_history}), got {len(starts)}")
         near = None
         if nearest:
-            near = NearClip(nearest, caption=caption, keyframes=_evenly(tuple(keyframes), max_keyframes))
+            near = NearClip(
+                nearest,
+                start_s=float(starts[-1]) if starts else 0.0,
+                caption=caption,
+                keyframes=_evenly(tuple(keyframes), max_keyframes),
+            )
+        distant_starts = tuple(float(s) for s in starts[: len(distant)])[overflow:] if starts else ()
         return cls(
             distant=tuple(distant[overflow:]),
             near=near,
             max_distant=max_distant,
             max_keyframes=max_keyframes,
             dropped_distant=overflow,
+            distant_starts=distant_starts,
         )
 
     @property
@@ -96,13 +118,23 @@ class NHFMemory:
     def start_clip(self, action: str, start_s: float = 0.0) -> NHFMemory:
         """A new clip started: the current clip's label moves to the distant history."""
         distant = self.distant
+        starts = self.distant_starts
         dropped = self.dropped_distant
         if self.near is not None:
+            # start times stay aligned with labels only while every start so far is known
+            starts = (*starts, self.near.start_s) if len(starts) == len(distant) else ()
             distant = (*distant, self.near.action)
             if len(distant) > self.max_distant:
                 dropped += len(distant) - self.max_distant
                 distant = distant[-self.max_distant :]
-        return replace(self, distant=distant, near=NearClip(action, start_s), dropped_distant=dropped)
+                starts = starts[-self.max_distant :]
+        return replace(
+            self,
+            distant=distant,
+            near=NearClip(action, start_s),
+            dropped_distant=dropped,
+            distant_starts=starts,
+        )
 
     def with_caption(self, caption: str) -> NHFMemory:
         """IndirNHFM: attach the caption C_t of the current clip."""

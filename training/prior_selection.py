@@ -71,9 +71,10 @@ def select_prior(
     grid: Sequence[PriorSettings] | None = None,
     n_folds: int = 0,
     on_progress: Callable[[int], None] | None = None,
+    train_videos: Sequence[str] | None = None,
 ) -> list[CVResult]:
-    """Cross-validate every setting on the training videos; best first."""
-    train = data.train_videos
+    """Cross-validate every setting on the training videos (the paper's unless given); best first."""
+    train = tuple(data.train_videos if train_videos is None else train_videos)
     results = []
     for i, settings in enumerate(grid or default_grid(), 1):
         results.append(CVResult(settings, cross_validate(data, settings, train, n_folds)))
@@ -83,6 +84,9 @@ def select_prior(
     return sorted(results, key=lambda r: tuple(-v for v in r.key()))
 
 
-def fit_final(data: Annotations, settings: PriorSettings) -> SequencePrior:
-    """The prior on all training videos (never the test videos)."""
-    return SequencePrior.fit(data.sequences(data.train_videos), settings, trained_on=data.train_videos)
+def fit_final(
+    data: Annotations, settings: PriorSettings, train_videos: Sequence[str] | None = None
+) -> SequencePrior:
+    """The prior on all training videos (the paper's unless given; never the test videos)."""
+    videos = tuple(data.train_videos if train_videos is None else train_videos)
+    return SequencePrior.fit(data.sequences(videos), settings, trained_on=videos)
