@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from planner.config import PlannerConfig
 from planner.planner import Planner
 from streamer.config import ServiceConfig, StreamConfig
 from streamer.exceptions import SourceError, StreamFailedError
+from streamer.planning_moments import planning_report, timeline_targets
 from streamer.recognizers.timeline import load_timeline
-from streamer.replay_report import RecordingSink, compare_clips, true_clips
+from streamer.replay_report import RecordingSink, compare_clips, live_summary, true_clips
 from streamer.service import Service
 
 
@@ -52,6 +54,7 @@ async def replay(
     video_s = state.last_pts_s
     found = state.clips
     recs = recorder.of_type("recommendation")
+    latency = run.pipeline.latency.summary()
     return {
         "video": video,
         "timeline": timeline_spec,
@@ -76,7 +79,10 @@ async def replay(
         "recommendations": [p for p in recs if not p["refresh"]],
         "refreshed_with_text": sum(1 for p in recs if p["refresh"]),
         "stale_plans_discarded": state.stale_plans,
-        "latency_ms": run.pipeline.latency.summary(),
+        "live": live_summary(state, latency, recs, service.captions),
+        # the paper's metrics of what was published, the timeline being the truth
+        "planning": planning_report(recs, timeline_targets(timeline.rows(), video_s), Path(video).stem),
+        "latency_ms": latency,
         "mqtt": run.publisher.stats,
         "wall_s": round(wall_s, 3),
         "video_s": round(video_s, 3),

@@ -89,3 +89,50 @@ def _time_agreement(found: Sequence[dict[str, Any]], truth: Sequence[dict[str, A
             lo, hi = max(t["start_s"], f["start_s"]), min(t["end_s"], f["end_s"])
             agree += max(0.0, hi - lo)
     return round(float(agree / total), 4)
+
+
+def live_summary(
+    state: Any, latency: dict[str, dict[str, float]], payloads: Sequence[dict[str, Any]], captions: Any = None
+) -> dict[str, Any]:
+    """What the live NHFM did: rankings and refreshes, keyframes per ranking, captions, texts.
+
+    ``state``: the pipeline's ``StreamState``; ``latency``: its latency summary; ``payloads``: the
+    recommendation payloads; ``captions``: the process's ``CaptionWorker`` (or None)."""
+    ranked = [p for p in payloads if not p.get("refresh")]
+    keyframes = [int(p["basis"]["keyframes"]) for p in ranked if p.get("basis")]
+    at_start = [
+        int(p["basis"]["keyframes"]) for p in ranked if (p.get("basis") or {}).get("trigger") == "clip_start"
+    ]
+    refreshed = [
+        int(p["basis"]["keyframes"]) for p in ranked if (p.get("basis") or {}).get("trigger") == "refresh"
+    ]
+
+    def stats(values: Sequence[int]) -> dict[str, Any]:
+        if not values:
+            return {"n": 0}
+        return {
+            "n": len(values),
+            "mean": round(sum(values) / len(values), 2),
+            "min": min(values),
+            "max": max(values),
+        }
+
+    return {
+        "rankings": state.rankings,
+        "clip_start": len(at_start),
+        "refreshes": state.refreshes,
+        "keyframes_per_recommendation": {
+            "all": stats(keyframes),
+            "clip_start": stats(at_start),
+            "refresh": stats(refreshed),
+        },
+        "with_caption": sum(1 for p in ranked if (p.get("basis") or {}).get("caption")),
+        "captions": {
+            "received": state.captions,
+            "latency_ms": latency.get("caption", {"n": 0}),
+            "worker": captions.summary() if captions is not None else None,
+        },
+        "texts": {"published": state.texts, "late": state.late_texts, "dropped": state.dropped_texts},
+        "plan_rank_ms": latency.get("plan_rank", {"n": 0}),
+        "refresh_ms": latency.get("refresh", {"n": 0}),
+    }
