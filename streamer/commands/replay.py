@@ -12,6 +12,7 @@ from rich.table import Table
 from planner.atomic import atomic_write_json
 from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from planner.factory import SharedPlanning, load_prior
+from planner.metrics import METRIC_NAMES, TOP_K
 from planner.outputs import check_outputs
 from streamer.config import LiveConfig
 from streamer.exceptions import SourceError, StreamerError
@@ -60,6 +61,8 @@ def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
             )
         )
     console.print(summary_table(report))
+    if report["planning"]["moments"]:
+        console.print(moments_table(report["planning"]))
     if args.report:
         atomic_write_json(args.report, report)
         console.print(f"wrote {args.report}")
@@ -75,9 +78,40 @@ def summary_table(report: dict) -> Table:  # type: ignore[type-arg]
     t.add_row("clips", f"found {c['found_clips']}, true {c['true_clips']}, matched {c['matched']}, "
               f"onset error {c['onset_error_s']['mean_abs']} s")  # fmt: skip
     t.add_row("recommendations", str(len(report["recommendations"])))
+    live = report["live"]
+    kf = live["keyframes_per_recommendation"]
+    t.add_row(
+        "live NHFM",
+        f"{live['clip_start']} at clip start + {live['refreshes']} refreshes; keyframes per recommendation "
+        f"{kf['all'].get('mean', 0)} (clip start {kf['clip_start'].get('mean', 0)}, "
+        f"refresh {kf['refresh'].get('mean', '-')}); with caption {live['with_caption']}",
+    )
+    texts = live["texts"]
+    t.add_row("texts", f"published {texts['published']}, late {texts['late']}, dropped {texts['dropped']}")
     for stage, s in report["latency_ms"].items():
         if s.get("n"):
             t.add_row(
                 f"latency {stage} (ms)", f"p50 {s['p50']}  p90 {s['p90']}  p99 {s['p99']}  max {s['max']}"
             )
+    return t
+
+
+def moments_table(planning: dict) -> Table:  # type: ignore[type-arg]
+    """The paper's Table 1 layout, one row per moment: what was in force at the clip's start, and
+    the last ranking before the next clip started."""
+    t = Table(
+        title="Next-action planning of what was published (%)",
+        caption=f"{planning['targets']} clips with a successor; {planning['missed']} without a ranking in "
+        f"force; {planning['refreshed_targets']} re-planned before the switch",
+    )
+    t.add_column("Moment")
+    for name in METRIC_NAMES:
+        for k in TOP_K:
+            t.add_column(f"{name}\n@{k}", justify="right", no_wrap=True)
+    labels = {"clip_start": "at clip start", "before_next": "last before next"}
+    for moment, block in planning["moments"].items():
+        metrics = block["metrics"]
+        t.add_row(
+            labels.get(moment, moment), *(f"{metrics[f'{n}@{k}']:.2f}" for n in METRIC_NAMES for k in TOP_K)
+        )
     return t
