@@ -41,6 +41,8 @@ class WebConfig(Section):
     min_bitrate_kbps: int = Field(1000, ge=50, le=50_000)
     max_bitrate_kbps: int = Field(4000, ge=100, le=50_000)
     client_queue: int = Field(256, ge=8, le=100_000)  # events buffered per page (oldest dropped)
+    max_pages_per_room: int = Field(32, ge=1, le=10_000)  # open event streams per room (503 beyond)
+    allowed_hosts: tuple[str, ...] = ()  # DNS names of this server (IP addresses and localhost always)
 
     @field_validator("bind")
     @classmethod

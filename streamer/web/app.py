@@ -9,14 +9,19 @@ Endpoints (all require the token when one is configured):
 
 Access: the token is accepted as ``Authorization: Bearer T``, ``?token=T`` or the cookie that
 ``GET /`` sets for the page's own requests (HttpOnly, SameSite=Strict), compared in constant time.
-A request that carries an ``Origin`` other than this server's is refused unless the origin is in
-``cors_origins``, which also get CORS headers (preflight included). Request logs never carry the
-query string (it may hold the token).
+The ``Host`` header must name this server (DNS rebinding: a page on another origin that makes its
+own DNS name point at 127.0.0.1 would otherwise read the feed): an IP address (the one a client
+connected to; no rebinding goes through an address), ``localhost``, or a name in ``allowed_hosts``,
+token or not. A request that carries an ``Origin`` other than this server's (scheme, host and
+port) is refused unless the origin is in ``cors_origins``, which also get CORS headers (preflight,
+errors and the event stream included). Request logs never carry the query string (it may hold
+the token) and show control characters of the path escaped.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,6 +54,7 @@ class WebSettings:
     max_fps: float = 25.0
     bitrate_kbps: tuple[int, int, int] = (2000, 1000, 4000)  # start, min, max
     secure_cookie: bool = False  # served over HTTPS
+    allowed_hosts: tuple[str, ...] = ()  # DNS names this server answers to (IPs and localhost always)
 
 
 def _json_error(status: type[web.HTTPException], message: str, **headers: str) -> web.HTTPException:
@@ -76,6 +82,35 @@ def _cors_headers(origin: str) -> dict[str, str]:
     }
 
 
+def host_allowed(host_header: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """Is ``host_header`` (``name[:port]``, ``[v6]:port``) an address, ``localhost``, or allowed?"""
+    host = urlsplit(f"//{host_header}").hostname if host_header else None
+    if not host:
+        return False
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host in (h.lower() for h in allowed_hosts):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` for a log line: control and other unprintable characters escaped, bounded."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+CORS = web.RequestKey("cors_headers", dict)  # what the origin check decided, for streamed responses
+
+
+async def _cors_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """CORS headers on every response, the event stream included (it is prepared by its handler)."""
+    response.headers.update(request.get(CORS, {}))
+
+
 def _middlewares(settings: WebSettings) -> list[Any]:
     @web.middleware
     async def access_log(request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -91,16 +126,30 @@ def _middlewares(settings: WebSettings) -> list[Any]:
         finally:
             level = log.debug if status < 400 else log.info
             ms = round((time.perf_counter() - started) * 1000, 1)
-            level("web.request", method=request.method, path=request.path, status=status, ms=ms)
+            level("web.request", method=printable(request.method, 16), path=printable(request.path),
+                  status=status, ms=ms)  # fmt: skip
+
+    @web.middleware
+    async def host_check(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        host = request.headers.get("Host", "")
+        if not host_allowed(host, settings.allowed_hosts):
+            raise _json_error(
+                web.HTTPMisdirectedRequest,
+                f"host {printable(host, 100)!r} is not this server (add it to service.web.allowed_hosts)",
+            )
+        return await handler(request)
 
     @web.middleware
     async def origin_and_cors(request: web.Request, handler: _Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        same = origin is not None and urlsplit(origin).netloc == request.host
+        parts = urlsplit(origin) if origin else None
+        same = parts is not None and parts.scheme == request.scheme and parts.netloc == request.host
         allowed = origin is not None and origin in settings.cors_origins
         if origin is not None and not same and not allowed:
-            raise _json_error(web.HTTPForbidden, f"origin {origin} is not allowed (service.web.cors_origins)")
+            shown = printable(origin, 100)
+            raise _json_error(web.HTTPForbidden, f"origin {shown} is not allowed (service.web.cors_origins)")
         extra = _cors_headers(origin) if allowed and origin else {}
+        request[CORS] = extra
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return web.Response(status=204, headers=extra)
         try:
@@ -122,7 +171,7 @@ def _middlewares(settings: WebSettings) -> list[Any]:
             )
         return await handler(request)
 
-    return [access_log, origin_and_cors, auth]
+    return [access_log, host_check, origin_and_cors, auth]
 
 
 def create_app(
@@ -133,6 +182,7 @@ def create_app(
     sources = dict(sources or {})
     signaling = Signaling(sources, bitrate_kbps=settings.bitrate_kbps)
     app = web.Application(middlewares=_middlewares(settings), client_max_size=256 * 1024)
+    app.on_response_prepare.append(_cors_on_prepare)
     app[HUB] = hub
     app[SIGNALING] = signaling
 

@@ -5,7 +5,8 @@ Policy: ``emit`` never blocks the pipeline. Each client has its own bounded queu
 falls behind, its oldest events are dropped (counted per client). A page that connects late gets
 the room's state first: the latest status, the clip history and the latest recommendation (the
 refreshed one with its rationale, when there is one), so it shows what an MQTT subscriber would
-see from the retained topics, and more.
+see from the retained topics, and more. At most ``max_clients`` pages per room are connected at a
+time (each holds a queue): one more is answered 503.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class SSEClient:
         return batch
 
 
+class RoomFullError(Exception):
+    """A room already has ``max_clients`` pages connected."""
+
+
 class _RoomState:
     def __init__(self) -> None:
         self.status: dict[str, Any] | None = None
@@ -82,10 +87,12 @@ class EventHub:
         rooms: Iterable[str],
         *,
         client_queue: int = 256,
+        max_clients: int = 32,
         video_info: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> None:
         """``video_info(room)``: the room's ingest counters, sent to pages with every ping."""
         self.client_queue = client_queue
+        self.max_clients = max_clients
         self.video_info = video_info
         self._rooms = {room: _RoomState() for room in rooms}
         self.emitted = 0
@@ -121,6 +128,8 @@ class EventHub:
     def subscribe(self, room: str) -> SSEClient:
         """A new client, its queue primed with the room's state (status, clips, recommendation)."""
         state = self._rooms[room]
+        if len(state.clients) >= self.max_clients:
+            raise RoomFullError(f"room {room} has {len(state.clients)} pages open, the most allowed")
         client = SSEClient(room, self.client_queue)
         client.offer(sse_event("hello", {"room": room, "server_time": time.time()}))
         if state.status is not None:
@@ -155,11 +164,22 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
             text=json.dumps({"error": f"room {room!r} is not served here (rooms: {', '.join(hub.rooms)})"}),
             content_type="application/json",
         )
+    try:
+        client = hub.subscribe(room)
+    except RoomFullError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps({"error": f"{exc} (service.web.max_pages_per_room)"}),
+            content_type="application/json",
+            headers={"Retry-After": "5"},
+        ) from None
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-    await response.prepare(request)
-    client = hub.subscribe(room)
+    try:
+        await response.prepare(request)
+    except BaseException:
+        hub.unsubscribe(client)
+        raise
     log.info("web.events_connected", room=room, clients=len(hub.clients(room)))
     try:
         while (batch := await client.next_batch(PING_INTERVAL_S)) is not None:

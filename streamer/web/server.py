@@ -61,7 +61,7 @@ class WebServer:
     ) -> None:
         self.cfg = cfg
         self.token, self._generated = resolve_token(cfg)
-        self.hub = EventHub(rooms, client_queue=cfg.client_queue)
+        self.hub = EventHub(rooms, client_queue=cfg.client_queue, max_clients=cfg.max_pages_per_room)
         self.sources: dict[str, WebRTCSource] = {}
         for room in webrtc_rooms:
             source = open_source("webrtc", realtime=True, output_size=(frame_size, frame_size), room=room)
@@ -75,6 +75,7 @@ class WebServer:
             max_fps=cfg.max_fps,
             bitrate_kbps=(cfg.start_bitrate_kbps, cfg.min_bitrate_kbps, cfg.max_bitrate_kbps),
             secure_cookie=cfg.cert_file is not None,
+            allowed_hosts=(*cfg.allowed_hosts, split_bind(cfg.bind)[0]),  # bound to a name: that name
         )
         self.app = create_app(self.hub, settings, sources=self.sources)
         self._runner: web.AppRunner | None = None
