@@ -27,7 +27,7 @@ from streamer.sources.video import INTERPOLATION, THREAD_TYPES, VideoSource, pro
 
 log = structlog.get_logger(__name__)
 
-DATA_DIR = Path(os.environ.get("LLM_SAP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_DIR = Path(os.environ.get("LLM_SAP_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 DEFAULT_CLIPS_DIR = DATA_DIR / "laparoscopic-clips"
 DEFAULT_SIZE = (224, 224)
 

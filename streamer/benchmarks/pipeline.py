@@ -28,7 +28,7 @@ from streamer.config import MqttConfig, ServiceConfig, StreamConfig
 from streamer.latency import percentiles
 from streamer.replay import replay
 
-DATA_DIR = Path(os.environ.get("LLM_SAP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_DIR = Path(os.environ.get("LLM_SAP_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 CLIPS = DATA_DIR / "laparoscopic-clips"
 ACTION_OF_CLIP = {"retract": "Tissue Retraction", "coagulate": "Coagulation", "dissect": "Dissection"}
 
