@@ -181,6 +181,19 @@ def test_trtllm_engine_drives_the_llm_api_as_documented() -> None:
         engine.rank(MEMORY)
 
 
+def test_trtllm_refuses_a_release_that_returns_only_the_sampled_tokens_logprob() -> None:
+    from types import SimpleNamespace
+
+    from planner.engines.trtllm_engine import check_topk_logprobs
+
+    def output(n: int) -> Any:
+        return SimpleNamespace(outputs=[SimpleNamespace(logprobs=[{i: -1.0 - i for i in range(n)}])])
+
+    assert check_topk_logprobs(output(20), 20) == 20
+    with pytest.raises(EngineError, match=r"returned 1 log-prob\(s\) per position where 20 were asked"):
+        check_topk_logprobs(output(1), 20)
+
+
 # ---- HTTP client and ChatML ---------------------------------------------------------------------
 def test_http_client_backs_off_exponentially_then_names_the_failure() -> None:
     waits: list[float] = []

@@ -9,6 +9,10 @@
   letter outside the top K gets a floor log-prob.
 - LoRA (``settings.adapter``): ``LoraConfig(lora_dir=[...])`` on the LLM and a ``LoRARequest`` per call.
 - text: ``generate_async(..., streaming=True)``, read synchronously, ``text_diff`` per step.
+- top-k log-probs: the PyTorch backend returned only the sampled token's log-prob before the
+  releases whose sampling page lists "TopK LogProbs" (1.3 release candidates on); the extra
+  pins ``tensorrt-llm>=1.3.0rc24`` and ``check_topk_logprobs`` probes the engine at load, so an
+  older build fails clearly instead of ranking four letters at the floor value.
 
 Checked against the TensorRT-LLM documentation (LLM API reference, "Additional Outputs", LoRA and
 KV-cache pages, ``executor/result.py``) but NEVER RUN HERE: this machine has no GPU. Lines marked
@@ -85,6 +89,19 @@ def letter_logprobs_from_topk(
         v = top.get(token_id)
         out[letter] = value(v) if v is not None and math.isfinite(value(v)) else floor
     return out
+
+
+def check_topk_logprobs(output: Any, k: int) -> int:
+    """How many log-probs the first generated position carries; ``EngineError`` when fewer than ``k``
+    (a release whose backend returns only the sampled token's log-prob cannot rank options)."""
+    got = len(_first_topk(output))
+    if got < k:
+        raise EngineError(
+            f"TensorRT-LLM returned {got} log-prob(s) per position where {k} were asked: this release "
+            "or backend does not return top-k log-probs; install tensorrt-llm>=1.3.0rc24 (PyTorch "
+            "backend with TopK LogProbs) or serve the model with trtllm-serve and use openai:URL"
+        )
+    return got
 
 
 def _first_topk(output: Any) -> Mapping[int, Any]:
@@ -217,6 +234,8 @@ def create(arg: str, prior: SequencePrior, settings: EngineSettings) -> TrtllmEn
     from transformers import AutoTokenizer
 
     letter_ids = letter_token_ids(AutoTokenizer.from_pretrained(settings.tokenizer or arg), arg)
+    probe = trt.SamplingParams(max_tokens=1, temperature=1.0, logprobs=TOP_LOGPROBS)
+    check_topk_logprobs(llm.generate([render([{"role": "user", "content": "A"}])], probe)[0], TOP_LOGPROBS)
     log.info(
         "engine.trtllm_ready", model=arg, block_reuse=opts["enable_block_reuse"], lora=bool(lora_request)
     )
