@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "select-fusion": ("training.commands.select_fusion", "choose the engine/prior fusion weight by CV"),
     "serve": ("streamer.commands.serve", "run the live service until stopped"),
     "replay": ("streamer.commands.replay", "a recorded video through the live pipeline, into a report"),
+    "replay-eval": (
+        "training.commands.replay_eval",
+        "the split's videos through the live pipeline, scored with the paper's metrics",
+    ),
     "demo": ("streamer.commands.demo", "the whole system on embedded defaults, watched from the terminal"),
     "tiny-model": ("training.commands.tiny_model", "build a tiny random Qwen2 / Qwen2-VL checkpoint locally"),
     "distill": ("training.commands.distill", "teacher answers for the training samples, verified, as chats"),

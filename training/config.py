@@ -22,6 +22,9 @@ from training.recipes import DistillConfig, GrpoConfig, SftConfig
 
 class EvaluateConfig(Section):
     split: Literal["train", "test", "all"] = "test"
+    # the planner's history: each sample's own Distant/Nearest fields (the paper's setting), or the
+    # clips' Action sequence (what a live recognizer sees)
+    history: Literal["sample", "actions"] = "sample"
 
 
 class TrainingConfig(Section):

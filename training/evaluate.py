@@ -11,7 +11,7 @@ from planner.actions import ACTIONS, is_label
 from planner.atomic import atomic_write_text
 from planner.memory import DEFAULT_MAX_DISTANT, DEFAULT_MAX_KEYFRAMES, NHFMemory
 from planner.planner import Planner
-from training.cholect50 import PlanningSample
+from training.cholect50 import Annotations, PlanningSample
 from training.exceptions import PredictionsError
 from training.metrics import MetricReport, Scored, compute_metrics
 
@@ -52,6 +52,39 @@ def memory_for(
         max_distant=max_distant,
         max_keyframes=max_keyframes,
     )
+
+
+def actions_history(data: Annotations, sample: PlanningSample) -> tuple[str, ...]:
+    """a_1..a_t from the earlier clips' ``Action`` labels: what a live recognizer sees (in 58
+    samples some of the sample's own distant labels are earlier clips' ``Action_Reg`` instead)."""
+    index = int(sample.clip)
+    return tuple(c.action for c in data.videos[sample.video] if c.index < index)
+
+
+def history_memories(
+    history: str,
+    data: Annotations,
+    max_distant: int = DEFAULT_MAX_DISTANT,
+    max_keyframes: int = DEFAULT_MAX_KEYFRAMES,
+) -> Callable[[PlanningSample], NHFMemory]:
+    """How a sample becomes a memory: ``"sample"`` (its own Distant/Nearest fields, the paper's
+    setting) or ``"actions"`` (the clips' Action sequence); the sample's near frames either way."""
+    if history == "sample":
+        return lambda s: memory_for(s, max_distant, max_keyframes)
+    if history != "actions":
+        raise ValueError(f"history must be 'sample' or 'actions', got {history!r}")
+
+    def from_actions(sample: PlanningSample) -> NHFMemory:
+        labels = actions_history(data, sample)
+        return NHFMemory.from_history(
+            labels[:-1],
+            labels[-1] if labels else None,
+            keyframes=sample.near_frames,
+            max_distant=max_distant,
+            max_keyframes=max_keyframes,
+        )
+
+    return from_actions
 
 
 def predict(

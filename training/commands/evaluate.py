@@ -18,7 +18,14 @@ from planner.outputs import check_outputs
 from training.cholect50 import load_annotations
 from training.compare import PAPER_LABEL, comparison_json, evaluate_specs, parse_compare_specs, plot_metrics
 from training.config import AppConfig
-from training.evaluate import PAPER_BEST, predict, read_predictions, score, write_predictions
+from training.evaluate import (
+    PAPER_BEST,
+    history_memories,
+    predict,
+    read_predictions,
+    score,
+    write_predictions,
+)
 from training.exceptions import PredictionsError, UsageError
 from training.planning import build_planner, build_prior
 from training.tables import metrics_table, progress_bar
@@ -31,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_planner_arguments(p)
     p.add_argument("--prior", type=Path, help="a fitted prior JSON (default: fit on the training videos)")
     p.add_argument("--split", choices=("train", "test", "all"), help="samples to score (default: test)")
+    p.add_argument(
+        "--history",
+        choices=("sample", "actions"),
+        help="the planner's history: each sample's own Distant/Nearest fields (default, the paper's "
+        "setting) or the clips' Action sequence (what a live recognizer sees)",
+    )
     p.add_argument("--predictions-in", type=Path, help="score these JSONL predictions instead of a planner")
     p.add_argument("--predictions-out", type=Path, help="write the planner's predictions as JSONL")
     p.add_argument("--json", type=Path, dest="json_out", help="write the metrics as JSON")
@@ -45,7 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    return flag_overrides(args, {**PLANNER_FLAGS, "split": "training.evaluate.split"})
+    return flag_overrides(
+        args, {**PLANNER_FLAGS, "split": "training.evaluate.split", "history": "training.evaluate.history"}
+    )
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
@@ -72,7 +87,13 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
         planner = build_planner(cfg, prior)
         try:
             with progress_bar(f"planning with {planner.engine.name}", len(samples), console) as update:
-                predictions = predict(planner, samples, on_progress=update)
+                memories = history_memories(
+                    cfg.training.evaluate.history,
+                    data,
+                    max_distant=cfg.planner.memory.max_distant,
+                    max_keyframes=cfg.planner.memory.max_keyframes,
+                )
+                predictions = predict(planner, samples, memory_factory=memories, on_progress=update)
         finally:
             planner.close()
         if args.predictions_out:
@@ -82,13 +103,20 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
     report = score(samples, ranked)
     caption = (
         f"{report.samples} samples ({report.relaxed_samples} with a next clip, for the relaxed metrics) "
-        f"from {report.videos} videos, split '{cfg.training.evaluate.split}'"
+        f"from {report.videos} videos, split '{cfg.training.evaluate.split}', history "
+        f"'{cfg.training.evaluate.history}'"
     )
     rows = [("Paper, Table 1 (best per column)", PAPER_BEST), (name, report.metrics)]
     console.print(metrics_table("CholecT50-SAP next-action planning (%)", rows, caption))
     if args.json_out:
         atomic_write_json(
-            args.json_out, {**report.to_dict(), "planner": name, "split": cfg.training.evaluate.split}
+            args.json_out,
+            {
+                **report.to_dict(),
+                "planner": name,
+                "split": cfg.training.evaluate.split,
+                "history": cfg.training.evaluate.history,
+            },
         )
     if args.plot:
         plot_metrics([(name, report.metrics)], args.plot)
