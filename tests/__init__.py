@@ -1,0 +1,1 @@
+"""The test suite: tiny models built locally, a real mosquitto, real video, headless Chromium."""
