@@ -15,15 +15,20 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 
 from planner.actions import ACTIONS
+from planner.calibration import apply_temperature
 from planner.engine_worker import EngineWorker
 from planner.engines.base import PlanningEngine
 from planner.memory import NHFMemory
+from planner.exceptions import LearnedModelError
+from planner.learned import LearnedModel, packaged_learned
 from planner.prior import SequencePrior
-from planner.recommendation import Recommendation, rank_scores
+from planner.recommendation import Recommendation, ScoredAction, rank_scores
+from planner.sequence_features import Timeline
 from planner.response import StructuredResponse, parse_response
 
 log = structlog.get_logger(__name__)
@@ -37,6 +42,10 @@ class PlannerSettings:
     cooldown_s: float = 30.0
     max_response_tokens: int = 256
     text_deadline_s: float = 10.0  # the rationale text, live: later than this after the ranking is dropped
+    #: calibration: probabilities are p^(1/T) renormalised before anyone sees them (fit it with
+    #: ``llm-sap evaluate``, which reports the CV temperature); engines that declare ``calibrated``
+    #: (the learned planner) carry their own and get none added
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         """Every value finite and in its range (fusion weight in [0, 100]; deadlines in (0, 600] s;
@@ -55,6 +64,8 @@ class PlannerSettings:
             raise ValueError(f"failure_threshold must be in 1..1000, got {self.failure_threshold}")
         if not 1 <= self.max_response_tokens <= 32768:
             raise ValueError(f"max_response_tokens must be in 1..32768, got {self.max_response_tokens}")
+        if not (math.isfinite(self.temperature) and 0.05 <= self.temperature <= 20):
+            raise ValueError(f"temperature must be a finite number in [0.05, 20], got {self.temperature}")
 
 
 def fuse(llm_log: Mapping[str, float], prior_log: Mapping[str, float], weight: float) -> dict[str, float]:
@@ -88,10 +99,14 @@ class Planner:
         clock: Callable[[], float] = time.monotonic,
         *,
         worker: EngineWorker | None = None,
+        sequence_model: LearnedModel | None = None,
     ) -> None:
         self.engine = engine
         self.prior = prior
         self.settings = settings or PlannerSettings()
+        # the time-to-next estimate and the second step of "next or the one after": the engine's own
+        # learned model, else the given one, else the packaged one
+        self.sequence_model = getattr(engine, "learned", None) or sequence_model or _packaged_sequence_model()
         self._clock = clock
         self._inline = bool(getattr(engine, "instant", False))  # declared: no thread, no deadline
         if worker is not None and worker.engine is not engine:
@@ -183,7 +198,8 @@ class Planner:
         except FutureTimeout:
             future.cancel()
             return None, self._record_failure(f"engine missed its {self.settings.deadline_s:g} s deadline")
-        except Exception as exc:  # any engine failure degrades to the prior
+        except Exception as exc:  # any engine failure degrades to the prior, with its traceback logged
+            log.warning("planner.engine_failed", engine=self.engine.name, exc_info=True)
             return None, self._record_failure(f"engine failed: {type(exc).__name__}: {exc}")
         if set(scores) != set(ACTIONS):
             return None, self._record_failure("engine returned scores for the wrong actions")
@@ -201,8 +217,14 @@ class Planner:
         self, memory: NHFMemory, probs: Mapping[str, float], t0: float, degraded_reason: str | None = None
     ) -> Recommendation:
         current = memory.current_action
+        probs = _renormalise_without(probs, current)
+        if self.settings.temperature != 1.0 and not (
+            degraded_reason is None and getattr(self.engine, "calibrated", False)
+        ):
+            probs = apply_temperature(probs, self.settings.temperature)
+        extras = self._sequence_extras(memory, probs)
         return Recommendation(
-            ranked=rank_scores(_renormalise_without(probs, current), current),
+            ranked=rank_scores(probs, current),
             current_action=current,
             history=memory.history,
             engine=self.engine.name if degraded_reason is None else "prior",
@@ -212,7 +234,27 @@ class Planner:
             degraded=degraded_reason is not None,
             degraded_reason=degraded_reason,
             timings_ms={"rank": (time.perf_counter() - t0) * 1000},
+            **extras,
         )
+
+    def _sequence_extras(self, memory: NHFMemory, probs: Mapping[str, float]) -> dict[str, Any]:
+        model = self.sequence_model
+        if model is None:
+            return {}
+        timeline = Timeline.from_memory(memory)
+        two = model.two_step(timeline, first=probs)
+        either = {a: p / 2 for a, p in two.either.items()}
+        ranked = tuple(ScoredAction(a, round(p, 6)) for a, p in sorted(
+            either.items(), key=lambda kv: (-kv[1], ACTIONS.index(kv[0]))))  # fmt: skip
+        return {"next_or_after": ranked, "best_pair": two.best_pair, "time_to_next": model.time_to_next}
+
+
+def _packaged_sequence_model() -> LearnedModel | None:
+    try:
+        return packaged_learned()
+    except (LearnedModelError, FileNotFoundError) as exc:  # the planner still ranks without it
+        log.warning("planner.no_sequence_model", error=str(exc))
+        return None
 
 
 def _exclude(log_scores: Mapping[str, float], current: str | None) -> dict[str, float]:

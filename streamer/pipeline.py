@@ -418,7 +418,7 @@ class StreamPipeline:
                     self._text_pool, self.planner.explain_within, request.memory, rec, deadline
                 )
             except Exception as exc:  # text is optional: the ranking is already out
-                log.warning("stream.explain_failed", room=self.room, error=type(exc).__name__)
+                log.warning("stream.explain_failed", room=self.room, error=type(exc).__name__, exc_info=True)
                 continue
             if explained is None:
                 self.state.late_texts += 1
@@ -476,7 +476,13 @@ class StreamPipeline:
             try:
                 sink.emit(topic, payload, retain=retain, expires_at=expires_at)
             except Exception as exc:  # one broken sink (a closed page) must not stop the stream
-                log.warning("stream.sink_failed", room=self.room, sink=type(sink).__name__, error=str(exc))
+                log.warning(
+                    "stream.sink_failed",
+                    room=self.room,
+                    sink=type(sink).__name__,
+                    error=str(exc),
+                    exc_info=True,
+                )
 
 
 def _epoch(iso_time: str) -> float:
