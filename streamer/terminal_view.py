@@ -30,6 +30,18 @@ def _clock(seconds: float | None) -> str:
     return f"{int(s // 60):02d}:{s % 60:04.1f}"
 
 
+def basis_text(basis: dict[str, Any] | None) -> str:
+    """What a plan saw, in words: "updated 12 s into the clip, 5 keyframes, caption" for an in-clip
+    refresh, "at clip start, 1 keyframe" for the first plan of a clip ("" without a basis)."""
+    if not basis:
+        return ""
+    n = basis["keyframes"]
+    seen = f"{n} keyframe{'' if n == 1 else 's'}" + (", caption" if basis["caption"] else "")
+    if basis["trigger"] == "refresh":
+        return f"updated {basis['clip_elapsed_s']:.0f} s into the clip, {seen}"
+    return f"at clip start, {seen}"
+
+
 def format_message(topic: str, payload: dict[str, Any]) -> Text | None:
     kind = payload.get("type")
     if topic.endswith("/recommendation/current"):
@@ -49,7 +61,8 @@ def format_message(topic: str, payload: dict[str, Any]) -> Text | None:
             text.append("   why: ", style="dim")
             text.append(f"{first.get('rationale', '')}", style="italic")
             return text
-        text.append("next ▶ ", style="bold")
+        refreshed = (payload.get("basis") or {}).get("trigger") == "refresh"
+        text.append("   next ▷ " if refreshed else "next ▶ ", style="bold")
         for i, r in enumerate(payload["ranked"][:3]):
             style = _ACTION_STYLE.get(r["action"], "")
             text.append(r["action"], style=f"bold {style}" if i == 0 else style)
@@ -57,6 +70,9 @@ def format_message(topic: str, payload: dict[str, Any]) -> Text | None:
         lat = payload.get("latency_ms", {}).get("total")
         text.append(f"  [{payload['engine']}{', DEGRADED' if payload['degraded'] else ''}", style="dim")
         text.append(f", {lat:.1f} ms]" if lat is not None else "]", style="dim")
+        seen = basis_text(payload.get("basis"))
+        if seen:
+            text.append(f"  {seen}", style="dim")
         return text
     if kind == "status":
         style = "bold green" if payload["state"] == "online" else "bold red"
