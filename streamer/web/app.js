@@ -65,6 +65,21 @@ function el(tag, props = {}, children = []) {
   return node;
 }
 
+// What a recommendation saw of the running clip (its basis): "updated 12 s into the clip, 5 keyframes".
+function basisText(basis) {
+  if (!basis) return "";
+  const n = basis.keyframes;
+  const seen = `${n} keyframe${n === 1 ? "" : "s"}${basis.caption ? ", caption" : ""}`;
+  return basis.trigger === "refresh"
+    ? `updated ${Math.round(basis.clip_elapsed_s)} s into the clip, ${seen}`
+    : `at clip start, ${seen}`;
+}
+// A payload of an earlier clip, or an earlier ranking (revision) of the same clip.
+function olderThan(p, rec) {
+  if (p.clip.index !== rec.clip.index) return p.clip.index < rec.clip.index;
+  return (p.basis?.revision ?? 0) < (rec.basis?.revision ?? 0);
+}
+
 // ---- server-sent events --------------------------------------------------------------------
 function connectEvents() {
   const query = new URLSearchParams({ room: state.room });
@@ -100,7 +115,7 @@ function connectEvents() {
     tick(p);
   });
   on("recommendation", (p) => {
-    if (p.refresh && state.rec && p.clip.index < state.rec.clip.index) return; // text of an older clip
+    if (p.refresh && state.rec && olderThan(p, state.rec)) return; // the text of an older ranking
     state.rec = p;
     tick(p);
   });
@@ -311,7 +326,8 @@ function renderRecommendation() {
     $("safety").textContent = response.safety_considerations ? `Safety: ${response.safety_considerations}` : "";
   }
   const at = new Date(rec.time).toLocaleTimeString();
-  $("rec-meta").textContent = `after clip ${rec.clip.index} (${rec.current_action}) · ${at} · ${rec.engine}${rec.degraded ? " (degraded)" : ""}`;
+  const seen = basisText(rec.basis);
+  $("rec-meta").textContent = `after clip ${rec.clip.index} (${rec.current_action})${seen ? ` · ${seen}` : ""} · ${at} · ${rec.engine}${rec.degraded ? " (degraded)" : ""}`;
 }
 
 function renderStrip() {
