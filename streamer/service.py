@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -38,6 +38,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SourceFactory = Callable[[StreamConfig, ServiceConfig], FrameSource]
+
+
+@runtime_checkable
+class WebRTCSourceLike(Protocol):
+    """A live source that reports its health (``streamer.sources.webrtc.WebRTCSource``)."""
+
+    on_health: Callable[[str, str | None], None] | None
+
+
 SinkFactory = Callable[[str], Sequence[PayloadSink]]
 
 
@@ -157,14 +166,14 @@ class Service:
             source = self.source_factory(stream, self.cfg)
         payloads = PayloadFactory(stream.room, recommendation_ttl_s=self.cfg.recommendation_ttl_s)
         topics = Topics(stream.room)
-        holder: dict[str, StreamPipeline] = {}
 
         def will() -> OutMessage:  # repeats the newest status seq, marked will: it wins the tie
             payload = payloads.status("offline", "unknown", "connection lost", will=True)
             return mqtt_message(topics.status, payload, retain=True)
 
         def on_connect() -> list[OutMessage]:  # the announcement (the page gets it too)
-            payload = holder["p"].status_payload("online")
+            # ``pipeline`` is bound below, before the publisher runs: a closure, not a holder
+            payload = pipeline.status_payload("online")
             if self.web is not None:
                 self.web.hub.emit(topics.status, payload, retain=True, expires_at=None)
             return [mqtt_message(topics.status, payload, retain=True)]
@@ -195,7 +204,8 @@ class Service:
             settings=self.pipeline_settings,
             captions=self.captions,
         )
-        holder["p"] = pipeline
+        if isinstance(source, WebRTCSourceLike):  # the room's video health reaches the status topic
+            source.on_health = lambda state, reason: self._video_health(pipeline, state, reason)
         return StreamRun(stream, pipeline, publisher)
 
     def _take_captioner(self, planner: Planner) -> None:
@@ -294,6 +304,21 @@ class Service:
             log.error("stream.mqtt_refused", room=run.config.room, reason=run.publisher.failed)
             stopping = asyncio.ensure_future(run.pipeline.source.stop())
             run.tasks.append(stopping)
+
+    @staticmethod
+    def _video_health(pipeline: StreamPipeline, health: str, reason: str | None) -> None:
+        """A live source's health (``stalled`` / ``live``) as the stream's status: ``stalled``
+        with the reason while the video is away, ``running`` again when it returns."""
+        if pipeline.state.stream not in ("running", "stalled"):
+            return
+        stream = "stalled" if health == "stalled" else "running"
+        if stream == pipeline.state.stream and reason == pipeline.state.reason:
+            return
+        pipeline.state.stream, pipeline.state.reason = stream, reason if stream == "stalled" else None
+        log.warning("stream.stalled", room=pipeline.room, reason=reason) if stream == "stalled" else log.info(
+            "stream.recovered", room=pipeline.room
+        )
+        pipeline.emit_status()
 
     @property
     def failed_streams(self) -> list[tuple[str, str]]:

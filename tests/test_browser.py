@@ -215,3 +215,52 @@ async def test_the_page_says_degraded_stale_and_offline(tmp_path: Path) -> None:
                 await _banner_when(dev, lambda b: "no connection" in b, 12)
     finally:
         await server.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_the_browser_peer_drops_and_reconnects_and_the_room_recovers(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_subscriber: type[Subscriber]
+) -> None:
+    """Close the page's peer: the room is ``stalled`` (status topic and page banner); share again:
+    the new offer is taken, frames and recommendations resume, the room is ``running`` again."""
+    cfg = ServiceConfig(
+        streams=(StreamConfig(room=ROOM, source="webrtc"),),
+        recognizer=f"timeline:{write_timeline(tmp_path / 'timeline.csv', TIMELINE)}",
+        recognizer_rate_hz=5.0,
+        mqtt=MqttConfig(broker=mosquitto.url("service")),
+        web=WebConfig(bind="127.0.0.1:0", token=TOKEN),
+    )
+    sub = await mqtt_subscriber(mosquitto.settings("monitor"), [f"llm-sap/v1/{ROOM}/#"]).start()
+    stop = asyncio.Event()
+    service = Service(cfg, planner_factory=prior_planner)
+    task = asyncio.create_task(service.run(stop, exit_when_done=False))
+
+    def statuses() -> list[str]:
+        return [p["stream"] for p in _payloads(sub.messages, "/status")]
+
+    try:
+        await asyncio.wait_for(service.started.wait(), 10)
+        assert service.web is not None and service.web.url is not None
+        source = service.web.source_for(ROOM)
+        url = f"{service.web.url}/?room={ROOM}&token={TOKEN}&autostart=1"
+        with chromium(url, tmp_path / "profile", None, window=WINDOW) as port:
+            await wait_until(lambda: source.stats.decoded >= 30, 30, "frames from the browser")
+            async with devtools(port) as dev:
+                await dev.evaluate("stopSharing()")  # the peer goes away (like a pulled cable)
+                await wait_until(lambda: "stalled" in statuses(), 15, "a stalled status")
+                stalled_banner = await _banner_when(dev, lambda b: b.startswith("VIDEO STALLED"), 10)
+                decoded, recs = source.stats.decoded, len(_payloads(sub.messages, "/recommendation"))
+                await dev.evaluate("share('camera')")  # the same page shares again: a new offer
+                await wait_until(lambda: source.stats.decoded >= decoded + 30, 30, "frames after reconnect")
+                await wait_until(lambda: statuses()[-1:] == ["running"], 10, "running again")
+                await wait_until(
+                    lambda: len(_payloads(sub.messages, "/recommendation")) > recs, 30, "a new recommendation"
+                )
+                await _banner_when(dev, lambda b: not b.startswith("VIDEO STALLED"), 10)
+    finally:
+        stop.set()
+        states = await asyncio.wait_for(task, 15)
+        await sub.stop()
+    assert "peer disconnected" in stalled_banner
+    assert source.recoveries >= 1 and source.peers_seen >= 2 and source.stats.failed is None
+    assert states[0].stream == "ended"

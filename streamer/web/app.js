@@ -266,7 +266,8 @@ function renderBanner() {
   let text = "";
   if (!connected) [kind, text] = ["offline", "OFFLINE — no connection to the assistant. Do not rely on this screen."];
   else if (state.status?.state === "offline") [kind, text] = ["offline", `OFFLINE — the assistant stopped (${state.status.reason || "no reason given"}).`];
-  else if (state.status?.stream === "failed") [kind, text] = ["offline", `VIDEO LOST — ${state.status.reason || "the stream failed"}. Recommendations are paused.`];
+  else if (state.status?.stream === "failed") [kind, text] = ["offline", `FAILED — ${state.status.reason || "the stream failed"}. Recommendations have stopped.`];
+  else if (state.status?.stream === "stalled") [kind, text] = ["offline", `VIDEO STALLED — ${state.status.reason || "no video"}. Recommendations are paused until the video returns.`];
   else if (expired) [kind, text] = ["offline", "STALE — the last recommendation has expired. Waiting for the assistant."];
   else if (rec?.degraded) [kind, text] = ["degraded", `DEGRADED — ranking from the sequence prior only (${rec.degraded_reason || "model unavailable"}).`];
   const banner = $("banner");

@@ -1,8 +1,11 @@
 """WebRTC signaling: ``POST /offer?room=ID`` takes the peer's SDP offer and answers it.
 
-One peer per room: a new peer for a room replaces the current one (logged), several rooms stream
-at once. A peer whose connection fails or closes marks its room's stream failed (the rest of the
-service keeps running). No STUN/TURN: ``RTCConfiguration(iceServers=[])`` (an OR network is
+One peer per room, several rooms at once. A new peer is a candidate until its first frame: only
+then does it replace the room's peer (whose connection is closed), so an offer that never completes
+ICE leaves the live camera alone; a candidate silent for the connect timeout is closed. A peer
+whose connection fails or closes leaves its room ``stalled`` (status topic and page) until a new
+offer delivers frames: the page's autostart reconnects. Any malformed body is a 400 with one line
+(deeply nested JSON included). No STUN/TURN: ``RTCConfiguration(iceServers=[])`` (an OR network is
 local, and aiortc would otherwise try Google's STUN server). Two adjustments measured on this
 machine (../shared/notes/streaming-on-this-machine.md):
 - aioice never offers 127.0.0.1, so a peer on the same machine gets loopback candidates added;
@@ -91,6 +94,16 @@ async def add_loopback_candidates(pc: RTCPeerConnection) -> int:
     return added
 
 
+async def read_json_body(request: web.Request) -> object:
+    """The request's JSON body, or a 400 with one line: whatever is wrong with it (not UTF-8, not
+    JSON, nested deeper than any offer: ``json`` raises RecursionError for that)."""
+    try:
+        text = await request.text()
+        return json.loads(text)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _error(web.HTTPBadRequest, "request body is not valid JSON") from None
+
+
 def parse_offer(body: object) -> tuple[str, str]:
     """(sdp, type) from the request body, or ``OfferError`` saying what is wrong."""
     if not isinstance(body, dict) or not isinstance(body.get("sdp"), str):
@@ -141,22 +154,24 @@ class Signaling:
         if not source.accepting:
             raise _error(web.HTTPConflict, f"room {room}: the WebRTC stream has ended; restart the service")
         try:
-            sdp, kind = parse_offer(await request.json())
-        except (OfferError, ValueError) as exc:
-            message = str(exc) if isinstance(exc, OfferError) else "request body is not valid JSON"
-            raise _error(web.HTTPBadRequest, message) from None
+            sdp, kind = parse_offer(await read_json_body(request))
+        except OfferError as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
         peer = uuid.uuid4().hex[:8]
         pc, video = await self._answer(room, peer, sdp, kind, loopback=request.remote in _LOOPBACK_CLIENTS)
+
+        def live() -> None:  # its first frame: it is the room's peer now, the previous one goes
+            previous = self.peers.get(room)
+            self.peers[room] = (peer, pc)
+            if previous is not None and previous[0] != peer:
+                log.info("webrtc.peer_replaced", room=room, old_peer=previous[0], peer=peer)
+                self._spawn(self._close(previous[1]))
+
         try:
-            source.attach(video, peer=peer)
+            source.attach(video, peer=peer, on_live=live, on_dropped=lambda: self._spawn(self._close(pc)))
         except SourceError as exc:
-            await pc.close()
+            await self._close(pc)
             raise _error(web.HTTPConflict, str(exc)) from None
-        previous = self.peers.get(room)
-        self.peers[room] = (peer, pc)
-        if previous is not None:
-            log.info("webrtc.peer_replaced", room=room, old_peer=previous[0], peer=peer)
-            self._spawn(previous[1].close())
         log.info("webrtc.offer_answered", room=room, peer=peer, remote=request.remote)
         answer = pc.localDescription
         start, low, high = self.bitrate_kbps
@@ -185,9 +200,8 @@ class Signaling:
                 return
             if self.peers.get(room, ("",))[0] == peer:
                 del self.peers[room]
-                self.sources[room].peer_lost(peer, f"connection {state}")
-            self._connections.discard(pc)
-            await pc.close()
+            self.sources[room].peer_lost(peer, f"connection {state}")  # stalled, or a candidate dropped
+            await self._close(pc)
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
@@ -207,6 +221,10 @@ class Signaling:
             log.warning("webrtc.offer_rejected", room=room, reason=message)
             raise _error(web.HTTPBadRequest, message) from None
         return pc, video
+
+    async def _close(self, pc: RTCPeerConnection) -> None:
+        self._connections.discard(pc)
+        await pc.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
