@@ -167,7 +167,6 @@ def train_recognizer(
 
     ``on_step(done)`` is called after each batch (for a progress bar)."""
     import torch
-    import torch.nn.functional as F
 
     if not len(train_idx) or not len(val_idx):
         raise ValueError(f"need training and held-out frames, got {len(train_idx)} and {len(val_idx)}")
@@ -187,22 +186,9 @@ def train_recognizer(
         losses: list[float] = []
         t0 = time.perf_counter()
         for epoch in range(settings.epochs):
-            model.train()
-            order = rng.permutation(train_idx)
-            total = 0.0
-            for step in range(steps_per_epoch):
-                idx = np.sort(order[step * settings.batch_size : (step + 1) * settings.batch_size])
-                x = preprocess(list(data.images[idx]), settings.input_size, mean, std)
-                if settings.flip:
-                    flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
-                    x[flip] = x[flip].flip(-1)
-                loss = F.cross_entropy(model(x), labels[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it untyped
-                optimizer.step()
-                total += loss.item() * len(idx)
-                if on_step:
-                    on_step(epoch * steps_per_epoch + step + 1)
+            batches = _batches(rng.permutation(train_idx), settings.batch_size)
+            total = _train_epoch(model, optimizer, data, labels, batches, settings, rng, (mean, std),
+                                 on_step, epoch * steps_per_epoch)  # fmt: skip
             losses.append(round(total / len(train_idx), 5))
             log.info(
                 "recognizer.epoch",
@@ -225,6 +211,43 @@ def train_recognizer(
         train_frames=len(train_idx),
         class_counts={a: int(c) for a, c in zip(ACTIONS, counts, strict=True)},
     )
+
+
+def _batches(order: np.ndarray, size: int) -> list[np.ndarray]:
+    return [np.sort(order[i : i + size]) for i in range(0, len(order), size)]
+
+
+def _train_epoch(
+    model: Any,
+    optimizer: Any,
+    data: LabelledFrames,
+    labels: Any,
+    batches: list[np.ndarray],
+    settings: TrainSettings,
+    rng: np.random.Generator,
+    stats: tuple[np.ndarray, np.ndarray],
+    on_step: Callable[[int], None] | None,
+    steps_before: int,
+) -> float:
+    """One pass over ``batches`` (optionally flipped); the summed loss over its frames."""
+    import torch
+    import torch.nn.functional as F
+
+    model.train()
+    total = 0.0
+    for step, idx in enumerate(batches):
+        x = preprocess(list(data.images[idx]), settings.input_size, *stats)
+        if settings.flip:
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            x[flip] = x[flip].flip(-1)
+        loss = F.cross_entropy(model(x), labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it untyped
+        optimizer.step()
+        total += loss.item() * len(idx)
+        if on_step:
+            on_step(steps_before + step + 1)
+    return total
 
 
 def write_recognizer_checkpoint(

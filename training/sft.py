@@ -118,7 +118,6 @@ def _savable(processor: Any, tokenizer: Any) -> Any:
 def run_sft(recipe: SftConfig, resume: bool = False) -> SftResult:
     """Train, save the adapter (+ tokenizer) in ``output_dir``, write ``training_summary.json``."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     model_path = require(recipe.model, "training.sft.model", "a local base checkpoint folder")
@@ -135,59 +134,70 @@ def run_sft(recipe: SftConfig, resume: bool = False) -> SftResult:
         dataset_num_proc=None,
     )
     model, tokenizer, model_type = load_model_and_tokenizer(model_path, bool(args.bf16))
-    processing: Any = tokenizer
-    if "images" in rows[0]:
-        from planner.engines.vision import load_processor
-
-        if model_type not in ("qwen2_vl", "qwen2_5_vl"):
-            raise RecipeError(f"the data has DirNHFM frames but {model_path} is a {model_type} (text) model")
-        processing = _savable(load_processor(model_path, tokenizer), tokenizer)
-    lora = recipe.lora
-    peft_config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
     run = RunLog("sft")
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
-        processing_class=processing,
-        peft_config=peft_config,
+        processing_class=_processing_class(rows, model_path, model_type, tokenizer),
+        peft_config=_lora_config(recipe),
         callbacks=[run.callback()],
     )
-    kept = len(trainer.train_dataset)
-    if kept < len(rows):  # TRL drops examples whose answer was cut off by max_length
-        log.warning("sft.examples_dropped", dropped=len(rows) - kept, kept=kept, max_length=recipe.max_length)
-    if kept == 0:
-        raise RecipeError(
-            f"all {len(rows)} examples lost their answer to truncation at training.sft.max_length = "
-            f"{recipe.max_length}; raise it (the system prompt alone is ~900 tokens)"
-        )
+    kept = _kept_examples(len(trainer.train_dataset), len(rows), recipe.max_length)
     log.info("sft.start", model=str(model_path), examples=kept, output_dir=str(output_dir), resume_from=last)
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(output_dir))
     losses = run.values("loss")
     model = trainer.accelerator.unwrap_model(trainer.model)
     result = SftResult(output_dir, trainer.state.global_step, losses, run.seconds(), kept, model)
-    write_summary(
-        trainer,
-        output_dir,
-        {
-            "stage": "sft",
-            "base_model": str(model_path.resolve()),
-            "data": str(data_path),
-            "examples": len(rows),
-            "steps": result.steps,
-            "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None,
-            "seconds": result.seconds,
-            "recipe": recipe.model_dump(mode="json"),
-            "log": run.records,
-        },
-    )
+    summary = {
+        "stage": "sft",
+        "base_model": str(model_path.resolve()),
+        "data": str(data_path),
+        "examples": len(rows),
+        "steps": result.steps,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "seconds": result.seconds,
+        "recipe": recipe.model_dump(mode="json"),
+        "log": run.records,
+    }
+    write_summary(trainer, output_dir, summary)
     log.info("sft.done", steps=result.steps, seconds=result.seconds, last_loss=losses[-1] if losses else None)
     return result
+
+
+def _processing_class(rows: list[dict[str, Any]], model_path: Path, model_type: str, tokenizer: Any) -> Any:
+    """The tokenizer, or for DirNHFM data (rows with frames) a Qwen2-VL processor around it."""
+    if "images" not in rows[0]:
+        return tokenizer
+    from planner.engines.vision import load_processor
+
+    if model_type not in ("qwen2_vl", "qwen2_5_vl"):
+        raise RecipeError(f"the data has DirNHFM frames but {model_path} is a {model_type} (text) model")
+    return _savable(load_processor(model_path, tokenizer), tokenizer)
+
+
+def _lora_config(recipe: SftConfig) -> Any:
+    from peft import LoraConfig
+
+    lora = recipe.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def _kept_examples(kept: int, total: int, max_length: int) -> int:
+    """TRL drops examples whose answer was cut off by max_length: warn, and refuse when none is left."""
+    if kept < total:
+        log.warning("sft.examples_dropped", dropped=total - kept, kept=kept, max_length=max_length)
+    if kept == 0:
+        raise RecipeError(
+            f"all {total} examples lost their answer to truncation at training.sft.max_length = "
+            f"{max_length}; raise it (the system prompt alone is ~900 tokens)"
+        )
+    return kept
