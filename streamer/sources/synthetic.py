@@ -176,19 +176,7 @@ class SyntheticSource:
 
 
 def build(
-    spec: str,
-    *,
-    realtime: bool,
-    output_size: tuple[int, int] | None,
-    lossless: bool | None,
-    name: str | None,
-    **kwargs: Any,
+    spec: str, *, output_size: tuple[int, int] | None, name: str | None, **options: Any
 ) -> SyntheticSource:
-    """The registry's builder for ``synthetic``."""
-    return SyntheticSource(
-        realtime=realtime,
-        lossless=lossless,
-        size=output_size or DEFAULT_OUTPUT_SIZE,
-        name=name or "synthetic",
-        **kwargs,
-    )
+    """The registry's builder for ``synthetic`` (``options``: realtime, lossless, timeline, ...)."""
+    return SyntheticSource(size=output_size or DEFAULT_OUTPUT_SIZE, name=name or "synthetic", **options)

@@ -407,16 +407,6 @@ def _mp4_top_level_boxes(path: Path, limit: int = 64) -> list[bytes]:
     return boxes
 
 
-def build(
-    spec: str,
-    *,
-    realtime: bool,
-    output_size: tuple[int, int] | None,
-    lossless: bool | None,
-    name: str | None,
-    **kwargs: Any,
-) -> VideoSource:
-    """The registry's builder for a file path or a URL."""
-    return VideoSource(
-        spec, realtime=realtime, lossless=lossless, output_size=output_size, name=name, **kwargs
-    )
+def build(spec: str, **options: Any) -> VideoSource:
+    """The registry's builder for a file path or a URL (``options``: realtime, output_size, ...)."""
+    return VideoSource(spec, **options)

@@ -339,15 +339,8 @@ class WebRTCSource:
 
 
 def build(
-    spec: str,
-    *,
-    realtime: bool,
-    output_size: tuple[int, int] | None,
-    lossless: bool | None,
-    name: str | None,
-    room: str = "webrtc",
-    **kwargs: Any,
+    spec: str, *, realtime: bool, lossless: bool | None, room: str = "webrtc", **options: Any
 ) -> WebRTCSource:
     """The registry's builder for ``webrtc``: a live room whose peers attach through the web app
-    (``streamer.web``); never lossless."""
-    return WebRTCSource(room, output_size=output_size, name=name, **kwargs)
+    (``streamer.web``); always realtime, never lossless."""
+    return WebRTCSource(room, **options)
