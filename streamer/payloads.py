@@ -85,6 +85,15 @@ def validate_payload(payload: Mapping[str, Any]) -> None:
         raise PayloadError(f"{kind} payload invalid at {where}: {error.message}")
 
 
+class Payload(dict[str, Any]):
+    """A payload (a plain JSON object) that also knows its expiry as a number (``expires_at``,
+    epoch seconds): inside the service times are numbers, ISO text is only for subscribers."""
+
+    def __init__(self, expires_at: float, fields: Mapping[str, Any]) -> None:
+        super().__init__(fields)
+        self.expires_at = expires_at
+
+
 class PayloadFactory:
     """Builds one session's payloads for one room: ids, per-type seq counters, timestamps."""
 
@@ -112,12 +121,12 @@ class PayloadFactory:
 
     def _envelope(
         self, kind: str, ttl_s: float, stream_time_s: float | None, *, repeat_seq: bool = False
-    ) -> dict[str, Any]:
+    ) -> Payload:
         """``repeat_seq``: take the newest seq of ``kind`` again instead of the next (the will)."""
         now = self._clock()
         if not repeat_seq or not self._seq.get(kind):
             self._seq[kind] = self._seq.get(kind, 0) + 1
-        return {
+        return Payload(now + ttl_s, {
             "v": VERSION,
             "type": kind,
             "id": uuid.uuid4().hex,
@@ -127,7 +136,7 @@ class PayloadFactory:
             "time": iso(now),
             "valid_until": iso(now + ttl_s),
             "stream_time_s": None if stream_time_s is None else round(max(stream_time_s, 0.0), 3),
-        }
+        })  # fmt: skip
 
     def recommendation(
         self,

@@ -39,6 +39,7 @@ from streamer.events import ClipEnded, ClipStarted
 from streamer.keyframes import KeyframeSampler, KeyframeSettings
 from streamer.latency import LatencyRecorder
 from streamer.mailbox import LatestWinsMailbox
+from streamer.messages import Outgoing, outgoing
 from streamer.payloads import PayloadFactory, Topics, latencies_ms
 from streamer.recognizers.base import Recognizer
 from streamer.segmenter import Segmenter, SegmenterSettings
@@ -51,11 +52,9 @@ _DEFAULT_PLANNER = PlannerConfig()
 
 
 class PayloadSink(Protocol):
-    """Where payloads go (MQTT outbox, web page, report). ``emit`` must never block."""
+    """Where messages go (MQTT outbox, web page, report). ``emit`` must never block."""
 
-    def emit(
-        self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None
-    ) -> None: ...
+    def emit(self, message: Outgoing) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -467,14 +466,18 @@ class StreamPipeline:
             else:
                 self.state.refreshes += 1
                 self.latency.add("refresh", (stamps["published"] - stamps["refresh_requested"]) * 1000)
-        self._emit(self.topics.recommendation, payload, retain=False)
-        self._emit(self.topics.current, payload, retain=True)
+        message = self._emit(self.topics.recommendation, payload, retain=False)
+        self._send(message.copy_to(self.topics.current))  # the retained latest: the same bytes
 
-    def _emit(self, topic: str, payload: dict[str, Any], *, retain: bool) -> None:
-        expires_at = _epoch(payload["valid_until"])
+    def _emit(self, topic: str, payload: dict[str, Any], *, retain: bool) -> Outgoing:
+        message = outgoing(topic, payload, retain=retain)  # encoded once, for every sink
+        self._send(message)
+        return message
+
+    def _send(self, message: Outgoing) -> None:
         for sink in self.sinks:
             try:
-                sink.emit(topic, payload, retain=retain, expires_at=expires_at)
+                sink.emit(message)
             except Exception as exc:  # one broken sink (a closed page) must not stop the stream
                 log.warning(
                     "stream.sink_failed",
@@ -484,8 +487,3 @@ class StreamPipeline:
                     exc_info=True,
                 )
 
-
-def _epoch(iso_time: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()

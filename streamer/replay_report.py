@@ -10,26 +10,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.messages import Outgoing
 from streamer.recognizers.timeline import Timeline
 
 
 @dataclass
 class RecordingSink:
-    """Keeps every payload it is given (bounded), in order, with its topic."""
+    """Keeps every message it is given (bounded), in order."""
 
     limit: int = 100_000
-    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    messages: list[Outgoing] = field(default_factory=list)
     dropped: int = 0
 
-    def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
+    def emit(self, message: Outgoing) -> None:
         if len(self.messages) >= self.limit:
             self.dropped += 1
             return
-        self.messages.append((topic, payload))
+        self.messages.append(message)
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         """Payloads of one type, each once (not the retained ``/current`` copies)."""
-        return [p for t, p in self.messages if p.get("type") == kind and not t.endswith("/current")]
+        return [dict(m.payload) for m in self.messages if m.kind == kind and not m.retained_copy]
 
 
 def true_clips(timeline: Timeline, end_s: float) -> list[dict[str, Any]]:

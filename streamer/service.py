@@ -22,10 +22,11 @@ from planner.planner import Planner
 from streamer.captions import CaptionWorker
 from streamer.config import ServiceConfig, StreamConfig
 from streamer.exceptions import StreamerError
+from streamer.messages import Outgoing, outgoing
 from streamer.mqtt.outbox import OutMessage
 from streamer.mqtt.publisher import MqttPublisher
 from streamer.mqtt.url import BrokerSettings, parse_broker_url
-from streamer.payloads import PayloadFactory, Topics, encode
+from streamer.payloads import PayloadFactory, Topics
 from streamer.pipeline import PayloadSink, PipelineSettings, StreamPipeline, StreamState
 from streamer.recognizers import create_recognizer
 from streamer.recognizers.base import Recognizer
@@ -50,30 +51,29 @@ class WebRTCSourceLike(Protocol):
 SinkFactory = Callable[[str], Sequence[PayloadSink]]
 
 
-def mqtt_message(
-    topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None = None
-) -> OutMessage:
-    """The one way a payload becomes an MQTT message (QoS 1; kind and seq for the publisher)."""
+def mqtt_message(message: Outgoing) -> OutMessage:
+    """An outgoing message as MQTT: its bytes, QoS 1, its expiry; kind and seq for the publisher.
+    (A status never expires from the outbox: it is the truth subscribers keep.)"""
     return OutMessage(
-        topic,
-        encode(payload),
+        message.topic,
+        message.body,
         qos=1,
-        retain=retain,
-        expires_at=expires_at,
-        message_id=payload["id"],
-        kind=payload["type"],
-        seq=payload["seq"],
+        retain=message.retain,
+        expires_at=None if message.kind == "status" else message.expires_at,
+        message_id=message.id,
+        kind=message.kind,
+        seq=message.seq,
     )
 
 
 class MqttSink:
-    """Hands payloads to a publisher's bounded outbox (never blocks)."""
+    """Hands messages to a publisher's bounded outbox (never blocks)."""
 
     def __init__(self, publisher: MqttPublisher) -> None:
         self.publisher = publisher
 
-    def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
-        self.publisher.publish(mqtt_message(topic, payload, retain=retain, expires_at=expires_at))
+    def emit(self, message: Outgoing) -> None:
+        self.publisher.publish(mqtt_message(message))
 
 
 def default_source(stream: StreamConfig, cfg: ServiceConfig) -> FrameSource:
@@ -169,14 +169,14 @@ class Service:
 
         def will() -> OutMessage:  # repeats the newest status seq, marked will: it wins the tie
             payload = payloads.status("offline", "unknown", "connection lost", will=True)
-            return mqtt_message(topics.status, payload, retain=True)
+            return mqtt_message(outgoing(topics.status, payload, retain=True))
 
         def on_connect() -> list[OutMessage]:  # the announcement (the page gets it too)
             # ``pipeline`` is bound below, before the publisher runs: a closure, not a holder
-            payload = pipeline.status_payload("online")
+            message = outgoing(topics.status, pipeline.status_payload("online"), retain=True)
             if self.web is not None:
-                self.web.hub.emit(topics.status, payload, retain=True, expires_at=None)
-            return [mqtt_message(topics.status, payload, retain=True)]
+                self.web.hub.emit(message)
+            return [mqtt_message(message)]
 
         publisher = MqttPublisher(
             self._broker_settings(),
@@ -340,8 +340,8 @@ class Service:
                 payload = pipeline.payloads.status(
                     "offline", pipeline.state.stream, pipeline.state.reason or "shutdown", dropped=dropped
                 )
-                built.append(payload)
-                return [mqtt_message(pipeline.topics.status, payload, retain=True)]
+                built.append(outgoing(pipeline.topics.status, payload, retain=True))
+                return [mqtt_message(built[-1])]
 
             try:
                 await run.publisher.close(final=final)
@@ -350,7 +350,7 @@ class Service:
             if not built:  # not connected at the end: the pages still get the final status
                 final(run.publisher.dropped)
             if self.web is not None:  # the pages see the same final status
-                self.web.hub.emit(pipeline.topics.status, built[0], retain=True, expires_at=None)
+                self.web.hub.emit(built[0])
             for task in run.tasks:
                 task.cancel()
             await asyncio.gather(*run.tasks, return_exceptions=True)

@@ -25,6 +25,7 @@ from planner.memory import NHFMemory
 from streamer.benchmarks.headless_chromium import DevTools, chromium, devtools, find_chromium, make_y4m
 from streamer.config import MqttConfig, ServiceConfig, StreamConfig, WebConfig
 from streamer.events import ClipStarted
+from streamer.messages import outgoing
 from streamer.payloads import PayloadFactory, Topics
 from streamer.service import Service
 from streamer.web.server import WebServer
@@ -183,7 +184,7 @@ async def test_the_page_says_degraded_stale_and_offline(tmp_path: Path) -> None:
     topics = Topics(room)
 
     def emit(topic: str, payload: dict[str, Any]) -> None:
-        server.hub.emit(topic, payload, retain=True, expires_at=None)
+        server.hub.emit(outgoing(topic, payload, retain=True))
 
     emit(topics.status, factory.status("online", "running"))
     emit(topics.clip, factory.clip(clip, {"segmented": time.time()}))

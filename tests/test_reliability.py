@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 from planner.planner import Planner
 from streamer.config import MqttConfig, ServiceConfig, StreamConfig
+from streamer.messages import Outgoing
 from streamer.service import Service
 from streamer.sources.synthetic import SyntheticSource
 from tests.streaming_helpers import PROCEDURE, prior_planner, write_timeline
@@ -27,8 +28,8 @@ class ListSink:
     def __init__(self) -> None:
         self.payloads: list[dict[str, Any]] = []
 
-    def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
-        self.payloads.append(payload)
+    def emit(self, message: Outgoing) -> None:
+        self.payloads.append(dict(message.payload))
 
 
 def crashing_planner() -> Planner:
@@ -148,3 +149,36 @@ async def test_when_one_stage_raises_the_other_stages_stop_too(tmp_path: Path) -
         assert len(sink.payloads) == emitted
     finally:
         await pipeline.source.stop()
+
+
+def test_a_message_is_encoded_once_and_mqtt_and_the_page_send_the_same_bytes() -> None:
+    from datetime import datetime
+
+    from planner.memory import NHFMemory
+    from streamer.events import ClipStarted
+    from streamer.messages import outgoing
+    from streamer.payloads import PayloadFactory, Topics
+    from streamer.service import mqtt_message
+    from streamer.web.hub import EventHub
+
+    factory, topics = PayloadFactory("or-b"), Topics("or-b")
+    planner = prior_planner()
+    clip = ClipStarted(0, "Dissection", 0.0, 0.5)
+    rec = factory.recommendation(
+        planner.recommend(NHFMemory().start_clip("Dissection", 0.0)), clip, stream_time_s=0.5, stamps={}
+    )
+    message = outgoing(topics.recommendation, rec, retain=False)
+    hub = EventHub(["or-b"])
+    page = hub.subscribe("or-b")
+    page.queue.clear()
+    hub.emit(message)
+    hub.emit(message.copy_to(topics.current))  # told it is the retained copy: not sent twice
+    mqtt = mqtt_message(message)
+    assert len(page.queue) == 1
+    data = next(line for line in page.queue[0].splitlines() if line.startswith("data: "))[6:]
+    assert data.encode() == mqtt.payload == message.body  # the very same bytes
+    assert mqtt.payload is message.body  # encoded once, not again for MQTT
+    assert mqtt.kind == "recommendation" and mqtt.seq == rec["seq"] and mqtt.message_id == rec["id"]
+    iso = datetime.fromisoformat(rec["valid_until"].replace("Z", "+00:00")).timestamp()
+    assert message.expires_at is not None and abs(message.expires_at - iso) < 0.001  # numeric inside
+    assert mqtt.expires_at == message.expires_at

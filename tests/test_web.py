@@ -25,6 +25,7 @@ from planner.memory import NHFMemory
 from streamer.config import MqttConfig, ServiceConfig, StreamConfig, WebConfig
 from streamer.events import ClipStarted
 from streamer.exceptions import StreamerError
+from streamer.messages import outgoing
 from streamer.payloads import PayloadFactory, Topics
 from streamer.service import Service
 from streamer.sources.webrtc import WebRTCSource
@@ -115,11 +116,12 @@ def _payloads(room: str = ROOM) -> dict[str, Any]:
 
 def _emit_all(hub: EventHub, payloads: dict[str, Any], room: str = ROOM) -> None:
     topics = Topics(room)
-    hub.emit(topics.status, payloads["status"], retain=True, expires_at=None)
-    hub.emit(topics.clip, payloads["clip"], retain=False, expires_at=None)
+    hub.emit(outgoing(topics.status, payloads["status"], retain=True))
+    hub.emit(outgoing(topics.clip, payloads["clip"], retain=False))
     for key in ("rec", "refresh"):  # the pipeline sends each recommendation twice, like to MQTT
-        hub.emit(topics.recommendation, payloads[key], retain=False, expires_at=None)
-        hub.emit(topics.current, payloads[key], retain=True, expires_at=None)
+        message = outgoing(topics.recommendation, payloads[key], retain=False)
+        hub.emit(message)
+        hub.emit(message.copy_to(topics.current))
 
 
 # ---- access ----------------------------------------------------------------------------------
@@ -245,7 +247,7 @@ async def test_events_deliver_payloads_and_replay_state_to_a_late_page() -> None
         async with client.get(f"/events?room={ROOM}") as early:
             assert [k for k, _ in await read_events(early, 1)] == ["hello"]
             _emit_all(hub, payloads)
-            hub.emit(Topics("or-2").status, _payloads("or-2")["status"], retain=True, expires_at=None)
+            hub.emit(outgoing(Topics("or-2").status, _payloads("or-2")["status"], retain=True))
             events = await read_events(early, 4)
             assert [k for k, _ in events] == ["status", "clip", "recommendation", "recommendation"]
             assert [d["id"] for _, d in events] == [
@@ -268,7 +270,7 @@ async def test_a_page_that_falls_behind_loses_its_oldest_events_not_the_pipeline
     status = _payloads()["status"]
     started = time.perf_counter()
     for i in range(1000):
-        hub.emit(Topics(ROOM).status, {**status, "id": f"id-{i}"}, retain=True, expires_at=None)
+        hub.emit(outgoing(Topics(ROOM).status, {**status, "id": f"id-{i}"}, retain=True))
     assert time.perf_counter() - started < 0.5  # emit never waits for a page
     assert len(stuck.queue) == 8 and stuck.dropped == 1 + 1000 - 8  # hello + 1000
     assert f"id: id-{999}" in stuck.queue[-1] and "id: id-992" in stuck.queue[0]

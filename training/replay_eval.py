@@ -32,6 +32,7 @@ from planner.metrics import Scored, compute_metrics
 from planner.planner import Planner
 from streamer.config import ServiceConfig, StreamConfig
 from streamer.latency import percentiles
+from streamer.messages import Outgoing
 from streamer.planning_moments import MOMENTS, TargetRankings, rankings, rankings_before
 from streamer.replay_report import RecordingSink
 from streamer.sources.base import FrameSource
@@ -200,9 +201,10 @@ class _ProgressSink(RecordingSink):
         self.video = video
         self.on_done = on_done
 
-    def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
-        super().emit(topic, payload, retain=retain, expires_at=expires_at)
-        if payload.get("type") == "status" and payload.get("stream") in ("ended", "failed") and self.on_done:
+    def emit(self, message: Outgoing) -> None:
+        super().emit(message)
+        payload = message.payload
+        if message.kind == "status" and payload.get("stream") in ("ended", "failed") and self.on_done:
             self.on_done(self.video)
             self.on_done = None
 

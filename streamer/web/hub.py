@@ -22,16 +22,24 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from streamer.messages import Outgoing
+
 log = structlog.get_logger(__name__)
 
 PING_INTERVAL_S = 2.0  # a page that hears nothing for a few intervals shows "offline"
 CLIP_HISTORY = 500  # clip events kept per room for late pages
 
 
-def sse_event(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:
-    """One server-sent event; the JSON stays on one line (``json.dumps`` escapes newlines)."""
+def sse_event(kind: str, data: dict[str, Any] | bytes, event_id: str | None = None) -> str:
+    """One server-sent event: ``data`` a message's JSON bytes (the very bytes MQTT sends) or, for
+    the hub's own events, a dict. JSON is one line (``json.dumps`` escapes newlines)."""
     head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
+    text = (
+        data.decode()
+        if isinstance(data, bytes)
+        else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    )
+    return f"{head}event: {kind}\ndata: {text}\n\n"
 
 
 class SSEClient:
@@ -73,9 +81,9 @@ class RoomFullError(Exception):
 
 class _RoomState:
     def __init__(self) -> None:
-        self.status: dict[str, Any] | None = None
-        self.recommendation: dict[str, Any] | None = None
-        self.clips: deque[dict[str, Any]] = deque(maxlen=CLIP_HISTORY)
+        self.status: Outgoing | None = None
+        self.recommendation: Outgoing | None = None
+        self.clips: deque[Outgoing] = deque(maxlen=CLIP_HISTORY)
         self.clients: set[SSEClient] = set()
 
 
@@ -106,21 +114,21 @@ class EventHub:
         return [c for state in states for c in state.clients]
 
     # ---- PayloadSink -------------------------------------------------------------------------
-    def emit(self, topic: str, payload: dict[str, Any], *, retain: bool, expires_at: float | None) -> None:
-        state = self._rooms.get(str(payload.get("room")))
-        kind = payload.get("type")
+    def emit(self, message: Outgoing) -> None:
+        state = self._rooms.get(str(message.payload.get("room")))
+        kind = message.kind
         if state is None or kind not in ("status", "clip", "recommendation"):
             return
         if kind == "recommendation":
-            state.recommendation = payload
-            if topic.endswith("/current"):  # the retained copy of one just sent: not sent twice
+            state.recommendation = message
+            if message.retained_copy:  # the retained copy of one just sent: not sent twice
                 return
         elif kind == "status":
-            state.status = payload
+            state.status = message
         else:
-            state.clips.append(payload)
+            state.clips.append(message)
         self.emitted += 1
-        event = sse_event(str(kind), payload, str(payload.get("id")))
+        event = sse_event(kind, message.body, message.id)
         for client in state.clients:
             client.offer(event)
 
@@ -132,13 +140,9 @@ class EventHub:
             raise RoomFullError(f"room {room} has {len(state.clients)} pages open, the most allowed")
         client = SSEClient(room, self.client_queue)
         client.offer(sse_event("hello", {"room": room, "server_time": time.time()}))
-        if state.status is not None:
-            client.offer(sse_event("status", state.status, state.status["id"]))
-        for clip in state.clips:
-            client.offer(sse_event("clip", clip, clip["id"]))
-        if state.recommendation is not None:
-            rec = state.recommendation
-            client.offer(sse_event("recommendation", rec, rec["id"]))
+        for message in (state.status, *state.clips, state.recommendation):
+            if message is not None:
+                client.offer(sse_event(message.kind, message.body, message.id))
         state.clients.add(client)
         return client
 
