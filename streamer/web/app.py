@@ -185,63 +185,65 @@ def create_app(
     app.on_response_prepare.append(_cors_on_prepare)
     app[HUB] = hub
     app[SIGNALING] = signaling
+    handlers = _Handlers(hub, settings, sources, signaling)
+    hub.video_info = handlers.video_info
+    for path in _PAGE_FILES:
+        app.router.add_get(path, handlers.page)
+    app.router.add_get("/config", handlers.config)
+    app.router.add_get("/events", events_handler)
+    app.router.add_post("/offer", signaling.handle_offer)
+    app.router.add_get("/healthz", handlers.healthz)
+    return app
 
-    async def page(request: web.Request) -> web.Response:
+
+class _Handlers:
+    """The page, its configuration and the health check, over one hub and its WebRTC rooms."""
+
+    def __init__(
+        self, hub: EventHub, settings: WebSettings, sources: dict[str, WebRTCSource], signaling: Signaling
+    ) -> None:
+        self.hub, self.settings, self.sources, self.signaling = hub, settings, sources, signaling
+
+    async def page(self, request: web.Request) -> web.Response:
         name, content_type = _PAGE_FILES[request.path]
         body = (resources.files("streamer.web") / name).read_text(encoding="utf-8")
         response = web.Response(text=body, content_type=content_type, headers={"Cache-Control": "no-cache"})
-        if settings.token is not None and request.path == "/":  # the page's own requests carry it
+        if self.settings.token is not None and request.path == "/":  # the page's own requests carry it
             response.set_cookie(
                 COOKIE,
-                settings.token,
+                self.settings.token,
                 httponly=True,
                 samesite="Strict",
                 path="/",
-                secure=settings.secure_cookie,
+                secure=self.settings.secure_cookie,
             )
         return response
 
-    async def config(request: web.Request) -> web.Response:
+    async def config(self, request: web.Request) -> web.Response:
+        hub, sources, s = self.hub, self.sources, self.settings
         room = request.query.get("room") or (hub.rooms[0] if hub.rooms else "")
         if room not in hub.rooms:
             raise _json_error(
                 web.HTTPNotFound, f"room {room!r} is not served here (rooms: {', '.join(hub.rooms)})"
             )
+        capture = {"max_width": s.max_width, "max_height": s.max_height, "max_fps": s.max_fps}
+        rooms = [{"room": r, "webrtc": r in sources} for r in hub.rooms]
         return web.json_response(
-            {
-                "room": room,
-                "rooms": [{"room": r, "webrtc": r in sources} for r in hub.rooms],
-                "webrtc": room in sources,
-                "capture": {
-                    "max_width": settings.max_width,
-                    "max_height": settings.max_height,
-                    "max_fps": settings.max_fps,
-                },
-            }
+            {"room": room, "rooms": rooms, "webrtc": room in sources, "capture": capture}
         )
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def healthz(self, request: web.Request) -> web.Response:
         rooms: dict[str, Any] = {}
-        for room in hub.rooms:
-            rooms[room] = {"pages": len(hub.clients(room)), "webrtc": room in sources} | (
-                video_info(room) or {}
-            )
+        for room in self.hub.rooms:
+            pages = {"pages": len(self.hub.clients(room)), "webrtc": room in self.sources}
+            rooms[room] = pages | (self.video_info(room) or {})
         return web.json_response({"status": "ok", "rooms": rooms})
 
-    def video_info(room: str) -> dict[str, Any] | None:
-        source = sources.get(room)
+    def video_info(self, room: str) -> dict[str, Any] | None:
+        source = self.sources.get(room)
         if source is None:
             return None
         s = source.stats
-        peer = signaling.peers.get(room, (None,))[0]
+        peer = self.signaling.peers.get(room, (None,))[0]
         return {"peer": peer, "received": source.received, "decoded": s.decoded, "dropped": s.dropped,
                 "failed": s.failed}  # fmt: skip
-
-    hub.video_info = video_info
-    for path in _PAGE_FILES:
-        app.router.add_get(path, page)
-    app.router.add_get("/config", config)
-    app.router.add_get("/events", events_handler)
-    app.router.add_post("/offer", signaling.handle_offer)
-    app.router.add_get("/healthz", healthz)
-    return app
