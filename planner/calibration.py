@@ -105,7 +105,7 @@ class CalibrationReport:
                     "count": b.count,
                     "confidence": round(b.confidence, 4),
                     "accuracy": round(b.accuracy, 4),
-                }  # fmt: skip
+                }
                 for b in self.bins
             ],
         }

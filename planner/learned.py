@@ -1,15 +1,20 @@
-"""The learned sequence planner at run time: a multinomial logistic regression over labels and time
-features (``planner.sequence_features``), its calibration temperature, the time-to-next model,
-and the two-step "next or the one after" ranking. Pure numpy; no scikit-learn at run time.
+"""The learned sequence planner at run time: a model over labels and time features
+(``planner.sequence_features``), its calibration temperature, the time-to-next model, and the
+two-step "next or the one after" ranking. Pure numpy; no scikit-learn at run time.
+
+Two model families can be stored: ``logistic_regression`` (coefficients over standardised
+features) and ``gradient_boosting`` (scikit-learn's histogram gradient-boosted trees, exported node
+by node to JSON and traversed with numpy: no pickle is ever loaded).
 
 The model is fitted offline (``training.sequence_selection``, ``llm-sap fit-learned``) and
 persisted as JSON: coefficients, intercepts, feature names and scaling, settings, training
 videos, the CV figures, and a format version. Loading checks all of it and raises
 ``LearnedModelError`` naming the problem (the CLI maps it to exit 2).
 
-P(next = a) = softmax((W · z + b) / T) with the current action removed and the rest
-renormalised (consecutive clips never share a label); z = standardised features, unknown
-times = 0 (the training mean).
+P(next = a) = softmax(f(x) / T) with the current action removed and the rest renormalised
+(consecutive clips never share a label); f = W · z + b over standardised features z (unknown
+times = 0, the training mean) for the regression, or the trees' summed leaf values plus the
+baseline for the boosted trees (unknown times follow each split's learned missing-value side).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,8 +38,138 @@ from planner.time_to_next import DurationModel, NextIn
 
 FORMAT = "llm-sap-learned-planner"
 FORMAT_VERSION = 1
-_REQUIRED = ("format", "version", "feature_version", "family", "actions", "features", "mean", "scale",
-             "coef", "intercept", "temperature", "settings", "trained_on", "time_to_next", "cv")  # fmt: skip
+_REQUIRED = ("format", "version", "feature_version", "family", "actions", "features", "temperature",
+             "settings", "trained_on", "time_to_next", "cv")  # fmt: skip
+FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
+    "logistic_regression": ("mean", "scale", "coef", "intercept"),
+    "gradient_boosting": ("forest",),
+}
+
+
+@dataclass(frozen=True)
+class Forest:
+    """Boosted trees, padded to one node count: tree i adds ``value[i, leaf]`` to class ``tree_class[i]``."""
+
+    baseline: np.ndarray  # (5,)
+    tree_class: np.ndarray  # (n_trees,) int
+    feature: np.ndarray  # (n_trees, n_nodes) int
+    threshold: np.ndarray  # (n_trees, n_nodes) float: go left when x <= threshold
+    missing_left: np.ndarray  # (n_trees, n_nodes) bool: where NaN goes
+    left: np.ndarray  # (n_trees, n_nodes) int
+    right: np.ndarray  # (n_trees, n_nodes) int
+    leaf: np.ndarray  # (n_trees, n_nodes) bool
+    value: np.ndarray  # (n_trees, n_nodes) float
+    depth: int
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Summed leaf values per class plus the baseline (the trees' raw prediction)."""
+        trees = np.arange(len(self.tree_class))
+        node = np.zeros(len(trees), dtype=int)
+        for _ in range(self.depth + 1):
+            done = self.leaf[trees, node]
+            if done.all():
+                break
+            v = x[self.feature[trees, node]]
+            go_left = np.where(np.isnan(v), self.missing_left[trees, node], v <= self.threshold[trees, node])
+            nxt = np.where(go_left, self.left[trees, node], self.right[trees, node])
+            node = np.where(done, node, nxt)
+        out = self.baseline.astype(float).copy()
+        np.add.at(out, self.tree_class, self.value[trees, node])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "baseline": _rounded(self.baseline),
+            "depth": self.depth,
+            "trees": [
+                {
+                    "class": int(self.tree_class[i]),
+                    "nodes": [
+                        [
+                            int(self.feature[i, j]),
+                            _num(self.threshold[i, j]),
+                            int(self.missing_left[i, j]),
+                            int(self.left[i, j]),
+                            int(self.right[i, j]),
+                            int(self.leaf[i, j]),
+                            round(float(self.value[i, j]), 10),
+                        ]
+                        for j in range(int(self.count[i]))
+                    ],
+                }
+                for i in range(len(self.tree_class))
+            ],
+        }
+
+    @property
+    def count(self) -> np.ndarray:
+        """Real (unpadded) node count of each tree: padding nodes are leaves pointing at 0 with value 0."""
+        return self._count
+
+    @classmethod
+    def from_trees(
+        cls, baseline: Sequence[float], trees: Sequence[tuple[int, Sequence[Sequence[float]]]]
+    ) -> Forest:
+        """``trees``: (class, nodes); a node is [feature, threshold, missing_left, left, right, leaf,
+        value]."""
+        if not trees:
+            raise LearnedModelError("the forest has no tree")
+        n_nodes = max(len(nodes) for _, nodes in trees)
+        shape = (len(trees), n_nodes)
+        arrays = {
+            "feature": np.zeros(shape, dtype=int), "threshold": np.zeros(shape),
+            "missing_left": np.zeros(shape, dtype=bool), "left": np.zeros(shape, dtype=int),
+            "right": np.zeros(shape, dtype=int), "leaf": np.ones(shape, dtype=bool), "value": np.zeros(shape),
+        }  # fmt: skip
+        classes = np.zeros(len(trees), dtype=int)
+        counts = np.zeros(len(trees), dtype=int)
+        for i, (cls_, nodes) in enumerate(trees):
+            classes[i] = cls_
+            counts[i] = len(nodes)
+            for j, node in enumerate(nodes):
+                f, thr, miss, left, right, leaf, value = node
+                arrays["feature"][i, j] = int(f)
+                arrays["threshold"][i, j] = float(thr) if thr is not None else np.inf
+                arrays["missing_left"][i, j] = bool(miss)
+                arrays["left"][i, j], arrays["right"][i, j] = int(left), int(right)
+                arrays["leaf"][i, j] = bool(leaf)
+                arrays["value"][i, j] = float(value)
+        n_features = len(FEATURE_NAMES)
+        inner = ~arrays["leaf"]
+        bad_child = (
+            (arrays["left"] < 0)
+            | (arrays["left"] >= n_nodes)
+            | (arrays["right"] < 0)
+            | (arrays["right"] >= n_nodes)
+        )
+        if (
+            np.any(inner & bad_child)
+            or np.any(inner & ((arrays["feature"] < 0) | (arrays["feature"] >= n_features)))
+            or np.any((classes < 0) | (classes >= len(ACTIONS)))
+        ):
+            raise LearnedModelError("the forest has a node pointing outside its tree or features")
+        depth = _max_depth(arrays["left"], arrays["right"], arrays["leaf"])
+        forest = cls(np.asarray(baseline, dtype=float), classes, depth=depth, **arrays)
+        object.__setattr__(forest, "_count", counts)
+        return forest
+
+
+def _max_depth(left: np.ndarray, right: np.ndarray, leaf: np.ndarray) -> int:
+    deepest = 0
+    for i in range(len(left)):
+        stack = [(0, 0)]
+        while stack:
+            node, d = stack.pop()
+            if d > 64:
+                raise LearnedModelError("a tree is deeper than 64 levels (or has a cycle)")
+            deepest = max(deepest, d)
+            if not leaf[i, node]:
+                stack += [(int(left[i, node]), d + 1), (int(right[i, node]), d + 1)]
+    return deepest
+
+
+def _num(v: float) -> float | None:
+    return None if not math.isfinite(float(v)) else float(v)
 
 
 @dataclass(frozen=True)
@@ -51,40 +187,62 @@ class TwoStep:
 
 @dataclass(frozen=True)
 class LearnedModel:
-    coef: np.ndarray  # (5, F)
-    intercept: np.ndarray  # (5,)
-    mean: np.ndarray  # (F,)
-    scale: np.ndarray  # (F,)
+    coef: np.ndarray | None  # (5, F), logistic regression
+    intercept: np.ndarray | None  # (5,)
+    mean: np.ndarray | None  # (F,)
+    scale: np.ndarray | None  # (F,)
     temperature: float = 1.0
     time_to_next: DurationModel | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     trained_on: tuple[str, ...] = ()
     cv: Mapping[str, Any] = field(default_factory=dict)
     family: str = "logistic_regression"
+    forest: Forest | None = None  # gradient boosting
 
     def __post_init__(self) -> None:
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise LearnedModelError(f"temperature must be > 0, got {self.temperature}")
+        if self.family == "gradient_boosting":
+            if self.forest is None or self.forest.baseline.shape != (len(ACTIONS),):
+                raise LearnedModelError(
+                    f"a gradient_boosting model needs a forest with {len(ACTIONS)} baselines"
+                )
+            return
+        if self.family != "logistic_regression":
+            raise LearnedModelError(f"family {self.family!r} is not one this build can run")
         n = len(FEATURE_NAMES)
+        if self.coef is None or self.intercept is None or self.mean is None or self.scale is None:
+            raise LearnedModelError("a logistic_regression model needs coef, intercept, mean and scale")
         if self.coef.shape != (len(ACTIONS), n) or self.intercept.shape != (len(ACTIONS),):
             raise LearnedModelError(f"coef must be {len(ACTIONS)}x{n} and intercept {len(ACTIONS)}")
         if self.mean.shape != (n,) or self.scale.shape != (n,) or not np.all(self.scale > 0):
             raise LearnedModelError(f"mean and scale must hold {n} values, scale > 0")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise LearnedModelError(f"temperature must be > 0, got {self.temperature}")
 
     @property
     def description(self) -> str:
-        c = self.settings.get("C")
-        return f"logreg(C={c:g}, T={self.temperature:.2f}, {len(self.trained_on)} videos)"
+        if self.family == "gradient_boosting" and self.forest is not None:
+            what = f"gboost({len(self.forest.tree_class)} trees"
+        else:
+            what = f"logreg(C={self.settings.get('C', 0):g}"
+        return f"{what}, T={self.temperature:.2f}, {len(self.trained_on)} videos)"
 
     # ---- scoring ---------------------------------------------------------------------------------
     def standardise(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
+        assert self.mean is not None and self.scale is not None
         arr = np.asarray(x, dtype=float)
         z = (arr - self.mean) / self.scale
         return np.where(np.isnan(z), 0.0, z)
 
+    def logits(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The model's raw class scores for one feature vector (before temperature and masking)."""
+        if self.forest is not None:
+            return self.forest.raw(np.asarray(x, dtype=float))
+        assert self.coef is not None and self.intercept is not None
+        return np.asarray(self.coef @ self.standardise(x) + self.intercept)
+
     def raw_probabilities(self, timeline: Timeline, temperature: float | None = None) -> np.ndarray:
         """P over ``ACTIONS`` (canonical order) with the current action removed, at temperature T."""
-        logits = self.coef @ self.standardise(features(timeline)) + self.intercept
+        logits = self.logits(features(timeline))
         logits = logits / (self.temperature if temperature is None else temperature)
         if timeline.current is not None:
             logits[ACTIONS.index(timeline.current)] = -np.inf
@@ -106,11 +264,11 @@ class LearnedModel:
             return None
         return self.time_to_next.remaining(timeline.current, timeline.clip_elapsed_s or 0.0)
 
-    def two_step(self, timeline: Timeline) -> TwoStep:
+    def two_step(self, timeline: Timeline, first: Mapping[str, float] | None = None) -> TwoStep:
         """P(a_{t+1}) and P(a_{t+2} | a_{t+1}, history): the second step reuses the model on the
         history extended by each candidate next action (its clip assumed to start after the current
-        clip's median duration)."""
-        first = self.distribution(timeline)
+        clip's median duration). ``first``: another engine's P(a_{t+1}) (default: this model's)."""
+        first = dict(self.distribution(timeline) if first is None else first)
         either = dict(first)
         best_pair, best_p = (ACTIONS[0], ACTIONS[1]), -1.0
         for nxt, p1 in first.items():
@@ -129,6 +287,15 @@ class LearnedModel:
 
     # ---- persistence -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if self.forest is not None:
+            params["forest"] = self.forest.to_dict()
+        else:
+            assert self.mean is not None and self.scale is not None
+            assert self.coef is not None and self.intercept is not None
+            params = {"mean": _rounded(self.mean), "scale": _rounded(self.scale),
+                      "coef": [_rounded(row) for row in self.coef],
+                      "intercept": _rounded(self.intercept)}  # fmt: skip
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -136,10 +303,7 @@ class LearnedModel:
             "family": self.family,
             "actions": list(ACTIONS),
             "features": list(FEATURE_NAMES),
-            "mean": _rounded(self.mean),
-            "scale": _rounded(self.scale),
-            "coef": [_rounded(row) for row in self.coef],
-            "intercept": _rounded(self.intercept),
+            **params,
             "temperature": self.temperature,
             "settings": dict(self.settings),
             "trained_on": list(self.trained_on),
@@ -149,7 +313,7 @@ class LearnedModel:
 
     def save(self, path: Path | str) -> None:
         """Write atomically (temp file, then rename)."""
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
 
     @classmethod
     def from_dict(cls, data: object, source: str = "learned model") -> LearnedModel:
@@ -169,15 +333,25 @@ class LearnedModel:
             )
         if data["actions"] != list(ACTIONS):
             raise LearnedModelError(f"{source}: actions {data['actions']!r} are not {list(ACTIONS)}")
-        if data["family"] != "logistic_regression":
-            raise LearnedModelError(f"{source}: family {data['family']!r} is not one this build can run")
+        family = data["family"]
+        if family not in FAMILY_FIELDS:
+            raise LearnedModelError(f"{source}: family {family!r} is not one this build can run")
+        missing = [k for k in FAMILY_FIELDS[family] if k not in data]
+        if missing:
+            raise LearnedModelError(f"{source}: missing field(s) {', '.join(missing)} of a {family} model")
         try:
             ttn = data["time_to_next"]
+            forest = None
+            arrays: dict[str, np.ndarray | None] = dict.fromkeys(("coef", "intercept", "mean", "scale"))
+            if family == "gradient_boosting":
+                raw = data["forest"]
+                trees = [(int(t["class"]), t["nodes"]) for t in raw["trees"]]
+                forest = Forest.from_trees(raw["baseline"], trees)
+            else:
+                arrays = {k: np.asarray(data[k], dtype=float) for k in arrays}
             return cls(
-                coef=np.asarray(data["coef"], dtype=float),
-                intercept=np.asarray(data["intercept"], dtype=float),
-                mean=np.asarray(data["mean"], dtype=float),
-                scale=np.asarray(data["scale"], dtype=float),
+                **arrays,
+                forest=forest,
                 temperature=float(data["temperature"]),
                 time_to_next=None if ttn is None else DurationModel.from_dict(ttn, source),
                 settings=dict(data["settings"]),
@@ -185,8 +359,10 @@ class LearnedModel:
                 cv=dict(data["cv"]),
                 family=str(data["family"]),
             )
-        except (TypeError, ValueError) as exc:
-            raise LearnedModelError(f"{source}: malformed model values ({exc})") from None
+        except LearnedModelError as exc:
+            raise LearnedModelError(f"{source}: {exc}") from None
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise LearnedModelError(f"{source}: malformed model values ({exc!r})") from None
 
     @classmethod
     def load(cls, path: Path | str) -> LearnedModel:
@@ -206,6 +382,7 @@ def _rounded(values: np.ndarray) -> list[float]:
     return [round(float(v), 8) for v in values]
 
 
+@cache
 def packaged_learned() -> LearnedModel:
     """The model shipped in the package (``planner/data/learned.json``), fit on the paper's 35
     training videos; regenerate with ``llm-sap fit-learned --annotations FILE``."""

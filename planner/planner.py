@@ -23,13 +23,13 @@ from planner.actions import ACTIONS
 from planner.calibration import apply_temperature
 from planner.engine_worker import EngineWorker
 from planner.engines.base import PlanningEngine
-from planner.memory import NHFMemory
 from planner.exceptions import LearnedModelError
 from planner.learned import LearnedModel, packaged_learned
+from planner.memory import NHFMemory
 from planner.prior import SequencePrior
 from planner.recommendation import Recommendation, ScoredAction, rank_scores
-from planner.sequence_features import Timeline
 from planner.response import StructuredResponse, parse_response
+from planner.sequence_features import Timeline
 
 log = structlog.get_logger(__name__)
 

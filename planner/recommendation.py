@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from planner.actions import ACTIONS
 from planner.response import StructuredResponse
@@ -32,6 +33,13 @@ class Recommendation:
     degraded_reason: str | None = None
     response: StructuredResponse | None = None
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    #: "next or the one after": P(a_{t+1} = a) + P(a_{t+2} = a), halved so the five sum to 1, best
+    #: first (empty when no sequence model is loaded)
+    next_or_after: tuple[ScoredAction, ...] = ()
+    best_pair: tuple[str, str] | None = None  # the most likely two-step sequence
+    #: remaining time of the current clip, ``remaining(action, elapsed_s) -> NextIn`` (the payload
+    #: evaluates it at the clip's elapsed time when it is published); None when unknown
+    time_to_next: Any = field(default=None, compare=False, repr=False)
 
     @property
     def ranked_labels(self) -> tuple[str, ...]:

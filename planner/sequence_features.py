@@ -24,6 +24,7 @@ would make live and offline scores disagree. It drives the time-to-next estimate
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,10 +65,10 @@ class Timeline:
     def from_memory(cls, memory: NHFMemory, now_s: float | None = None) -> Timeline:
         labels = memory.history
         starts: tuple[float, ...] = ()
-        if memory.near is not None and len(memory.distant_starts) == len(memory.distant):
-            if memory.distant_starts or not memory.distant:
-                starts = (*memory.distant_starts, memory.near.start_s)
-        if starts and any(b < a for a, b in zip(starts, starts[1:], strict=False)):
+        aligned = len(memory.distant_starts) == len(memory.distant)
+        if memory.near is not None and aligned and (memory.distant_starts or not memory.distant):
+            starts = (*memory.distant_starts, memory.near.start_s)
+        if starts and any(b < a for a, b in itertools.pairwise(starts)):
             starts = ()  # not in order: treat as unknown rather than invent negative durations
         return cls(labels=labels, starts=starts, now_s=now_s)
 
@@ -149,7 +150,7 @@ def collapse_repeats(timeline: Timeline) -> Timeline:
 
 
 def _finished_durations(starts: Sequence[float]) -> list[float]:
-    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(starts)]
 
 
 def _log(seconds: float) -> float:

@@ -171,6 +171,12 @@ class PayloadFactory:
             degraded_reason=rec.degraded_reason,
             refresh=refresh,
             basis=None if basis is None else dict(basis),
+            next_in_s=_next_in(rec, basis, stream_time_s - clip.start_s),
+            next_or_after=[
+                {"rank": i, "action": s.action, "score": round(s.score, 6)}
+                for i, s in enumerate(rec.next_or_after, 1)
+            ],
+            likeliest_two_steps=list(rec.best_pair) if rec.best_pair else None,
             response=response,
             latency_ms=latencies_ms(stamps),
             stamps={k: round(v, 6) for k, v in stamps.items()},
@@ -222,6 +228,19 @@ class PayloadFactory:
             payload["model"] = model
         validate_payload(payload)
         return payload
+
+
+def _next_in(
+    rec: Recommendation, basis: Mapping[str, Any] | None, elapsed_s: float
+) -> dict[str, float] | None:
+    """The current clip's remaining time as a range, given how long it has lasted (the basis's
+    elapsed time when there is one, else stream time minus the clip's start)."""
+    if rec.time_to_next is None or rec.current_action is None:
+        return None
+    if basis is not None and basis.get("clip_elapsed_s") is not None:
+        elapsed_s = float(basis["clip_elapsed_s"])
+    result: dict[str, float] = rec.time_to_next.remaining(rec.current_action, max(0.0, elapsed_s)).to_dict()
+    return result
 
 
 #: Wall-clock stamps, in pipeline order; latency of a stage = its stamp minus the previous one.

@@ -83,6 +83,8 @@ def make_engine(request: pytest.FixtureRequest, prior: SequencePrior) -> Factory
     def build() -> tuple[PlanningEngine, NHFMemory]:
         if case == "prior":
             return create_engine("prior", prior), sample_memory()
+        if case == "learned":
+            return create_engine("learned", prior), sample_memory()
         tiny: TinyQwen = request.getfixturevalue("tiny_qwen")
         if case == "transformers":
             return create_engine(
@@ -109,6 +111,7 @@ def make_engine(request: pytest.FixtureRequest, prior: SequencePrior) -> Factory
 
 ENGINE_CASES = [
     "prior",
+    "learned",
     "transformers",
     "transformers-orders3",
     "transformers-vl-direct",

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.commands.evaluate", "score a planner (or predictions) on the CholecT50-SAP split"),
     "select-prior": ("training.commands.select_prior", "choose the sequence prior's settings by CV"),
     "select-fusion": ("training.commands.select_fusion", "choose the engine/prior fusion weight by CV"),
+    "fit-learned": (
+        "training.commands.fit_learned",
+        "CV the next-action model families; fit the learned planner",
+    ),
     "serve": ("streamer.commands.serve", "run the live service until stopped"),
     "replay": ("streamer.commands.replay", "a recorded video through the live pipeline, into a report"),
     "replay-eval": (

@@ -31,11 +31,14 @@ class Prediction:
     ranked: tuple[str, ...]
     scores: tuple[float, ...] = ()
     degraded: bool = False
+    two_step: tuple[str, ...] = ()  # the "next or the one after" ranking, when the planner gives one
 
     def to_json(self) -> str:
         data: dict[str, object] = {"video": self.video, "clip": self.clip, "ranked": list(self.ranked)}
         if self.scores:
             data["scores"] = list(self.scores)
+        if self.two_step:
+            data["next_or_after"] = list(self.two_step)
         if self.degraded:
             data["degraded"] = True
         return json.dumps(data)
@@ -44,13 +47,15 @@ class Prediction:
 def memory_for(
     sample: PlanningSample, max_distant: int = DEFAULT_MAX_DISTANT, max_keyframes: int = DEFAULT_MAX_KEYFRAMES
 ) -> NHFMemory:
-    """The sample's own history, as the paper used it (not rebuilt from earlier clips)."""
+    """The sample's own history, as the paper used it (not rebuilt from earlier clips), with its
+    clips' start seconds (``History``) for planners that read time."""
     return NHFMemory.from_history(
         sample.distant,
         sample.nearest,
         keyframes=sample.near_frames,
         max_distant=max_distant,
         max_keyframes=max_keyframes,
+        starts=sample.history_starts if len(sample.history_starts) == len(sample.history) else (),
     )
 
 
@@ -76,12 +81,15 @@ def history_memories(
 
     def from_actions(sample: PlanningSample) -> NHFMemory:
         labels = actions_history(data, sample)
+        index = int(sample.clip)
+        starts = tuple(float(c.start_s) for c in data.videos[sample.video] if c.index < index)
         return NHFMemory.from_history(
             labels[:-1],
             labels[-1] if labels else None,
             keyframes=sample.near_frames,
             max_distant=max_distant,
             max_keyframes=max_keyframes,
+            starts=starts,
         )
 
     return from_actions
@@ -104,6 +112,7 @@ def predict(
                 ranked=rec.ranked_labels,
                 scores=tuple(s.score for s in rec.ranked),
                 degraded=rec.degraded,
+                two_step=tuple(s.action for s in rec.next_or_after),
             )
         )
         if on_progress:

@@ -23,6 +23,7 @@ ENGINES = PluginRegistry(
     "planner engine",
     {
         "prior": "planner.engines.prior_engine:create",
+        "learned": "planner.engines.learned_engine:create",
         "transformers": "planner.engines.transformers_engine:create",
         "openai": "planner.engines.openai_engine:create",
         "trtllm": "planner.engines.trtllm_engine:create",

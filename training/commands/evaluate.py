@@ -7,19 +7,33 @@ instead (see ``training.compare``); ``--plot OUT.png`` draws the rows as grouped
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import structlog
 from rich.console import Console
 
+from planner.actions import ACTIONS
 from planner.atomic import atomic_write_json
+from planner.calibration import CalibrationReport
 from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from planner.outputs import check_outputs
-from training.cholect50 import load_annotations
+from planner.time_to_next import DurationModel
+from training.calibration_eval import (
+    cross_validated_temperature,
+    plot_reliability,
+    probability_matrix,
+    report_for,
+    scaled,
+)
+from training.cholect50 import PlanningSample, load_annotations
 from training.compare import PAPER_LABEL, comparison_json, evaluate_specs, parse_compare_specs, plot_metrics
 from training.config import AppConfig
 from training.evaluate import (
     PAPER_BEST,
+    Prediction,
     history_memories,
     predict,
     read_predictions,
@@ -28,6 +42,8 @@ from training.evaluate import (
 )
 from training.exceptions import PredictionsError, UsageError
 from training.planning import build_planner, build_prior
+from training.sequence_selection import score_time_to_next
+from training.splits import load_split
 from training.tables import metrics_table, progress_bar
 
 log = structlog.get_logger(__name__)
@@ -38,6 +54,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_planner_arguments(p)
     p.add_argument("--prior", type=Path, help="a fitted prior JSON (default: fit on the training videos)")
     p.add_argument("--split", choices=("train", "test", "all"), help="samples to score (default: test)")
+    p.add_argument(
+        "--split-file",
+        type=Path,
+        help='{"train": [video ids], "test": [video ids]} instead of the paper\'s split; calibration '
+        "is fitted on its train videos only",
+    )
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="skip planning the training samples to fit and report the calibration temperature by CV",
+    )
     p.add_argument(
         "--history",
         choices=("sample", "actions"),
@@ -54,7 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME=SPEC[@ADAPTER][+prior[:W]]",
         help="a planner row (repeatable), e.g. sft+prior=transformers:/m@out/sft+prior",
     )
-    p.add_argument("--plot", type=Path, metavar="OUT.png", help="grouped bar chart of the rows (matplotlib)")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT.png",
+        help="grouped bar chart of the rows (matplotlib); a single planner also gets a reliability "
+        "diagram beside it (OUT.reliability.png)",
+    )
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -66,12 +99,16 @@ def overrides(args: argparse.Namespace) -> list[str]:
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
     check_outputs(  # every output checked before anything is computed or written
         {"--json": args.json_out, "--plot": args.plot, "--predictions-out": args.predictions_out},
-        inputs=[args.annotations, args.prior, args.predictions_in],
+        inputs=[args.annotations, args.prior, args.predictions_in, args.split_file],
     )
     if args.compare:
         return run_compare(cfg, args, console)
     data = load_annotations(args.annotations)
-    samples = data.split(cfg.training.evaluate.split)
+    split = load_split(args.split_file, data)
+    samples = split.samples(data, cfg.training.evaluate.split)
+    extra_rows: list[tuple[str, dict[str, float]]] = []
+    extra_json: dict[str, Any] = {}
+    reliability: list[tuple[str, CalibrationReport]] = []
     if args.predictions_in:
         ranked = read_predictions(args.predictions_in)
         known = {s.key for s in data.samples}
@@ -85,28 +122,54 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
     else:
         prior = build_prior(cfg, data, args.prior)
         planner = build_planner(cfg, prior)
+        memories = history_memories(
+            cfg.training.evaluate.history,
+            data,
+            max_distant=cfg.planner.memory.max_distant,
+            max_keyframes=cfg.planner.memory.max_keyframes,
+        )
+        train_samples = split.samples(data, "train")
         try:
             with progress_bar(f"planning with {planner.engine.name}", len(samples), console) as update:
-                memories = history_memories(
-                    cfg.training.evaluate.history,
-                    data,
-                    max_distant=cfg.planner.memory.max_distant,
-                    max_keyframes=cfg.planner.memory.max_keyframes,
-                )
                 predictions = predict(planner, samples, memory_factory=memories, on_progress=update)
+            train_predictions = []
+            if not args.no_calibration and train_samples:
+                with progress_bar("training samples, for calibration", len(train_samples), console) as update:
+                    train_predictions = predict(
+                        planner, train_samples, memory_factory=memories, on_progress=update
+                    )
         finally:
             planner.close()
         if args.predictions_out:
             write_predictions(args.predictions_out, predictions)
         ranked = {(p.video, p.clip): p.ranked for p in predictions}
         name = f"{planner.engine.name}: {planner.engine.model}"
+        if not planner.instant:  # a model engine: say how it was fused, as --compare does
+            name += f" + prior λ={planner.settings.fusion_weight:g}"
+        fallbacks = sum(p.degraded for p in predictions)
+        extra_json["fallbacks"] = fallbacks
+        if not planner.instant:
+            console.print(
+                f"{fallbacks} of {len(predictions)} samples fell back to the prior "
+                "(engine failure or deadline)"
+            )
+        extra_json |= _calibration(
+            samples, predictions, train_samples, train_predictions, name, console, reliability
+        )
+        if all(p.two_step for p in predictions):
+            two = score(samples, {(p.video, p.clip): p.two_step for p in predictions})
+            extra_rows.append(("'next or the one after' ranking (judge by the relaxed columns)", two.metrics))
+            extra_json["next_or_after"] = two.to_dict()
+        model = planner.sequence_model
+        if model is not None and model.time_to_next is not None:
+            extra_json["time_to_next"] = _time_to_next(samples, model.time_to_next, console)
     report = score(samples, ranked)
     caption = (
         f"{report.samples} samples ({report.relaxed_samples} with a next clip, for the relaxed metrics) "
-        f"from {report.videos} videos, split '{cfg.training.evaluate.split}', history "
+        f"from {report.videos} videos, split '{cfg.training.evaluate.split}' of '{split.name}', history "
         f"'{cfg.training.evaluate.history}'"
     )
-    rows = [("Paper, Table 1 (best per column)", PAPER_BEST), (name, report.metrics)]
+    rows = [("Paper, Table 1 (best per column)", PAPER_BEST), (name, report.metrics), *extra_rows]
     console.print(metrics_table("CholecT50-SAP next-action planning (%)", rows, caption))
     if args.json_out:
         atomic_write_json(
@@ -115,14 +178,72 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
                 **report.to_dict(),
                 "planner": name,
                 "split": cfg.training.evaluate.split,
+                "split_file": str(args.split_file) if args.split_file else None,
                 "history": cfg.training.evaluate.history,
+                **extra_json,
             },
         )
     if args.plot:
         plot_metrics([(name, report.metrics)], args.plot)
         console.print(f"wrote {args.plot}")
+        if reliability:
+            path = args.plot.with_name(f"{args.plot.stem}.reliability.png")
+            plot_reliability(reliability, path)
+            console.print(f"wrote {path}")
     log.info("evaluate.done", samples=report.samples, slacc1=report.metrics["SLAcc@1"])
     return 0
+
+
+def _calibration(
+    samples: Sequence[PlanningSample],
+    predictions: Sequence[Prediction],
+    train_samples: Sequence[PlanningSample],
+    train_predictions: Sequence[Prediction],
+    name: str,
+    console: Console,
+    reliability: list[tuple[str, CalibrationReport]],
+) -> dict[str, Any]:
+    """ECE (10 bins) and Brier of the top-1 probability as served; with training predictions, the
+    temperature by grouped CV on the training videos and its effect on the evaluated samples."""
+    probs = probability_matrix(predictions)
+    targets = np.array([ACTIONS.index(s.target) for s in samples])
+    served = report_for(probs, targets)
+    out: dict[str, Any] = {"calibration": {"served": served.to_dict()}}
+    line = f"calibration (top-1): ECE {100 * served.ece:.1f}%, Brier {served.brier:.3f} as served"
+    reliability.append((f"{name.split(':')[0]}, as served", served))
+    if train_predictions:
+        cv = cross_validated_temperature(train_predictions, train_samples)
+        refit = report_for(scaled(probs, cv.temperature), targets)
+        out["calibration"] |= {"cv": cv.to_dict(), "with_cv_temperature": refit.to_dict()}
+        line += (
+            f"; CV on {len(train_samples)} training samples: ECE {100 * cv.cv_raw.ece:.1f}% → "
+            f"{100 * cv.cv_calibrated.ece:.1f}%, Brier {cv.cv_raw.brier:.3f} → {cv.cv_calibrated.brier:.3f} "
+            f"with a fitted temperature; T = {cv.temperature:g} here gives ECE {100 * refit.ece:.1f}%, "
+            f"Brier {refit.brier:.3f} (serve it with --set planner.settings.temperature={cv.temperature:g}, "
+            "unless the engine is calibrated already)"
+        )
+        reliability.append((f"with T={cv.temperature:g}", refit))
+    console.print(line)
+    return out
+
+
+def _time_to_next(
+    samples: Sequence[PlanningSample], model: DurationModel, console: Console
+) -> dict[str, Any]:
+    """The range for each sample's current clip (its duration is the next start minus its start)."""
+    clips = [(s.nearest, float(s.start_s - s.history_starts[-1])) for s in samples
+             if s.nearest and len(s.history_starts) == len(s.history)]  # fmt: skip
+    if not clips:
+        return {}
+    start = score_time_to_next(model, clips, None)
+    refresh = score_time_to_next(model, clips)
+    console.print(
+        f"time to next action: MAE {start.mae_s:.1f} s at clip start "
+        f"(per-action median {start.baseline_mae_s:.1f}), "
+        f"{refresh.mae_s:.1f} s over 15 s refreshes (median {refresh.baseline_mae_s:.1f}); the range holds "
+        f"the switch in {start.coverage:.0%} at clip start, {refresh.coverage:.0%} over refreshes"
+    )
+    return {"start": start.to_dict(), "refresh": refresh.to_dict()}
 
 
 def run_compare(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
@@ -134,7 +255,7 @@ def run_compare(cfg: AppConfig, args: argparse.Namespace, console: Console) -> i
     specs = parse_compare_specs(args.compare)
     data = load_annotations(args.annotations)
     split = cfg.training.evaluate.split
-    samples = data.split(split)
+    samples = load_split(args.split_file, data).samples(data, split)
     prior = build_prior(cfg, data, args.prior)
     rows = evaluate_specs(cfg, prior, specs, samples, lambda what, n: progress_bar(what, n, console))
     first = rows[0].report
