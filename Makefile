@@ -31,12 +31,12 @@ evaluate: setup
 	$(VENV_PY) -m training.cli evaluate --annotations $(ANNOTATIONS)
 
 bench: setup
-	$(VENV_PY) -m streamer.bench replay
-	$(VENV_PY) -m streamer.bench live
-	$(VENV_PY) -m streamer.mqtt.latency_bench
-	$(VENV_PY) -m streamer.segmenter_bench
-	$(VENV_PY) -m streamer.soak
-	$(VENV_PY) -m streamer.webrtc_bench --browser
+	$(VENV_PY) -m streamer.benchmarks.pipeline replay
+	$(VENV_PY) -m streamer.benchmarks.pipeline live
+	$(VENV_PY) -m streamer.benchmarks.mqtt_latency
+	$(VENV_PY) -m streamer.benchmarks.segmenter
+	$(VENV_PY) -m streamer.benchmarks.soak
+	$(VENV_PY) -m streamer.benchmarks.webrtc --browser
 
 lint: setup
 	$(VENV_PY) -m ruff check .
