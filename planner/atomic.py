@@ -3,7 +3,9 @@
 The temp file is created the way a plain ``open(path, "w")`` creates a file: mode 0o666 less the
 process umask (usually 0o644), or, when ``path`` already exists, its current mode. So outputs stay
 readable by the other programs and users that read them (a vLLM or trtllm-serve server, LLaMA-Factory),
-unlike ``tempfile.mkstemp``'s private 0o600.
+unlike ``tempfile.mkstemp``'s private 0o600. Folders written by other libraries that do the same
+(safetensors writes 0o600 weights: LoRA adapters, merged models) get the same modes from
+:func:`apply_open_modes`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,35 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 def atomic_write_json(path: Path | str, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def apply_open_modes(folder: Path | str) -> int:
+    """Give every file under ``folder`` the mode ``open()`` would have created it with (0o666 less the
+    umask); returns how many changed. For folders a library wrote privately (``save_pretrained``)."""
+    mode = 0o666 & ~current_umask()
+    changed = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
+                os.chmod(path, mode)
+                changed += 1
+    return changed
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux reports it in /proc; elsewhere set and restore)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _create_temp(path: Path) -> Path:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from planner.atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from planner.atomic import (
+    apply_open_modes,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    current_umask,
+)
 
 
 def _mode(path: Path) -> int:
@@ -84,3 +91,38 @@ def test_the_frame_classifier_checkpoint_is_readable_by_others(tmp_path: Path) -
     finally:
         os.umask(old)
     assert _mode(tmp_path / "rec.pt") == 0o644
+
+
+def test_apply_open_modes_opens_up_a_folder_a_library_wrote_privately(tmp_path: Path) -> None:
+    (tmp_path / "ckpt").mkdir()
+    for name in ("adapter_model.safetensors", "ckpt/optimizer.pt"):
+        (tmp_path / name).write_bytes(b"x")
+        (tmp_path / name).chmod(0o600)
+    old = os.umask(0o022)
+    try:
+        assert apply_open_modes(tmp_path) == 2
+        assert apply_open_modes(tmp_path) == 0
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "adapter_model.safetensors") == 0o644
+    assert _mode(tmp_path / "ckpt/optimizer.pt") == 0o644
+
+
+def test_current_umask_reads_without_changing(umask: int) -> None:
+    assert current_umask() == umask
+    assert current_umask() == umask
+
+
+def test_a_tiny_model_folder_is_readable_by_others(tmp_path: Path) -> None:
+    """safetensors writes its weights 0o600; the saved checkpoint folder ends up as open() would."""
+    pytest.importorskip("transformers")
+    from training.tiny_models import build_tiny_model
+
+    old = os.umask(0o022)
+    try:
+        out = build_tiny_model(tmp_path / "m")
+    finally:
+        os.umask(old)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    assert {p.name: _mode(p) for p in files} == {p.name: 0o644 for p in files}

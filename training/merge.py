@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from planner.atomic import apply_open_modes
 from planner.memory import NHFMemory
 from planner.prompts import APPrompts
 from training.exceptions import TrainingError, UsageError
@@ -105,6 +106,7 @@ def merge_adapter(
     for name in EXTRA_FILES:
         if (base / name).is_file() and not (out / name).exists():
             shutil.copy2(base / name, out / name)
+    apply_open_modes(out)  # safetensors writes 0o600: vLLM / trtllm-serve may run as another user
     del peft_model, merged, model
     reloaded, _ = _load_base(out, torch_dtype)
     delta = (_logits(reloaded, ids) - expected).abs()

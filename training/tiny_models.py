@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from planner.actions import ACTIONS, OPTION_LETTERS
+from planner.atomic import apply_open_modes
 from planner.memory import NHFMemory
 from planner.prompts import CAPTION_INSTRUCTION, APPrompts, system_prompt
 
@@ -212,6 +213,7 @@ def build_tiny_model(out_dir: Path | str, vl: bool = False, size: Size = "tiny",
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS).save_pretrained(out)
+    apply_open_modes(out)  # safetensors writes 0o600
     params = sum(p.numel() for p in model.parameters())
     log.info("tiny_model.built", path=str(out), vl=vl, size=size, vocab=len(tokenizer), params=params)
     return out

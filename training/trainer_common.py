@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from planner.atomic import atomic_write_json
+from planner.atomic import apply_open_modes, atomic_write_json
 from training.exceptions import TrainingError, UsageError
 from training.recipes import _TrainerRecipe
 
@@ -174,5 +174,8 @@ def _num(value: Any) -> Any:
 
 
 def write_summary(trainer: Any, output_dir: Path, summary: dict[str, Any]) -> None:
+    """The run's summary beside its adapter; the folder's files get the modes ``open()`` gives (safetensors
+    writes 0o600), so a server or trainer running as another user can read them."""
     if trainer.is_world_process_zero():
         atomic_write_json(output_dir / "training_summary.json", summary)
+        apply_open_modes(output_dir)
