@@ -63,19 +63,32 @@ class Forest:
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Summed leaf values per class plus the baseline (the trees' raw prediction)."""
-        trees = np.arange(len(self.tree_class))
-        node = np.zeros(len(trees), dtype=int)
-        for _ in range(self.depth + 1):
-            done = self.leaf[trees, node]
-            if done.all():
-                break
-            v = x[self.feature[trees, node]]
-            go_left = np.where(np.isnan(v), self.missing_left[trees, node], v <= self.threshold[trees, node])
-            nxt = np.where(go_left, self.left[trees, node], self.right[trees, node])
-            node = np.where(done, node, nxt)
-        out = self.baseline.astype(float).copy()
-        np.add.at(out, self.tree_class, self.value[trees, node])
-        return out
+        return self.raw_batch(np.asarray(x, dtype=float)[None, :])[0]
+
+    def raw_batch(self, x: np.ndarray) -> np.ndarray:
+        """``raw`` for each row of ``x`` at once: all trees walked together, one level per step."""
+        feature, threshold, missing_left, left, right, leaf, value, one_hot = self._flat
+        n_trees, n_nodes = self.feature.shape
+        base = np.arange(n_trees) * n_nodes
+        node = np.broadcast_to(base, (len(x), n_trees)).copy()
+        rows = np.arange(len(x))[:, None]
+        for _ in range(self.depth):
+            v = x[rows, feature[node]]
+            go_left = np.where(np.isnan(v), missing_left[node], v <= threshold[node])
+            nxt = np.where(go_left, left[node], right[node]) + base
+            node = np.where(leaf[node], node, nxt)
+        return np.asarray(self.baseline + value[node] @ one_hot)
+
+    @property
+    def _flat(self) -> tuple[np.ndarray, ...]:
+        cached: tuple[np.ndarray, ...] | None = self.__dict__.get("_flat_cache")
+        if cached is None:
+            one_hot = np.zeros((len(self.tree_class), len(self.baseline)))
+            one_hot[np.arange(len(self.tree_class)), self.tree_class] = 1.0
+            cached = (*(a.ravel() for a in (self.feature, self.threshold, self.missing_left, self.left,
+                                            self.right, self.leaf, self.value)), one_hot)  # fmt: skip
+            object.__setattr__(self, "_flat_cache", cached)
+        return cached
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -235,20 +248,28 @@ class LearnedModel:
 
     def logits(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
         """The model's raw class scores for one feature vector (before temperature and masking)."""
-        if self.forest is not None:
-            return self.forest.raw(np.asarray(x, dtype=float))
-        assert self.coef is not None and self.intercept is not None
-        return np.asarray(self.coef @ self.standardise(x) + self.intercept)
+        return self.logits_batch(np.asarray(x, dtype=float)[None, :])[0]
 
-    def raw_probabilities(self, timeline: Timeline, temperature: float | None = None) -> np.ndarray:
-        """P over ``ACTIONS`` (canonical order) with the current action removed, at temperature T."""
-        logits = self.logits(features(timeline))
+    def logits_batch(self, x: np.ndarray) -> np.ndarray:
+        """``logits`` for each row of ``x``."""
+        if self.forest is not None:
+            return self.forest.raw_batch(x)
+        assert self.coef is not None and self.intercept is not None
+        return np.asarray(self.standardise(x) @ self.coef.T + self.intercept)
+
+    def _probabilities(
+        self, logits: np.ndarray, current: str | None, temperature: float | None
+    ) -> np.ndarray:
         logits = logits / (self.temperature if temperature is None else temperature)
-        if timeline.current is not None:
-            logits[ACTIONS.index(timeline.current)] = -np.inf
+        if current is not None:
+            logits[ACTIONS.index(current)] = -np.inf
         logits -= logits.max()
         p = np.exp(logits)
         return np.asarray(p / p.sum())
+
+    def raw_probabilities(self, timeline: Timeline, temperature: float | None = None) -> np.ndarray:
+        """P over ``ACTIONS`` (canonical order) with the current action removed, at temperature T."""
+        return self._probabilities(self.logits(features(timeline)), timeline.current, temperature)
 
     def distribution(self, timeline: Timeline) -> dict[str, float]:
         """Calibrated P(next action) for all five actions (the current one gets 0)."""
@@ -271,18 +292,21 @@ class LearnedModel:
         first = dict(self.distribution(timeline) if first is None else first)
         either = dict(first)
         best_pair, best_p = (ACTIONS[0], ACTIONS[1]), -1.0
-        for nxt, p1 in first.items():
-            if p1 <= 0:
-                continue
-            starts: tuple[float, ...] = ()
-            if timeline.starts and timeline.current is not None:
-                median = self.time_to_next.median_duration(timeline.current) if self.time_to_next else 46.0
-                starts = (*timeline.starts, timeline.starts[-1] + median)
-            second = self.distribution(Timeline((*timeline.labels, nxt), starts))
-            for after, p2 in second.items():
-                either[after] += p1 * p2
-                if p1 * p2 > best_p:
-                    best_pair, best_p = (nxt, after), p1 * p2
+        starts: tuple[float, ...] = ()
+        if timeline.starts and timeline.current is not None:
+            median = self.time_to_next.median_duration(timeline.current) if self.time_to_next else 46.0
+            starts = (*timeline.starts, timeline.starts[-1] + median)
+        candidates = [a for a in ACTIONS if first[a] > 0]
+        if not candidates:
+            return TwoStep(either, best_pair, 0.0)
+        x = np.array([features(Timeline((*timeline.labels, a), starts)) for a in candidates], dtype=float)
+        for nxt, logits in zip(candidates, self.logits_batch(x), strict=True):
+            second = self._probabilities(logits, nxt, None)
+            for i, after in enumerate(ACTIONS):
+                joint = first[nxt] * float(second[i])
+                either[after] += joint
+                if joint > best_p:
+                    best_pair, best_p = (nxt, after), joint
         return TwoStep(either, best_pair, best_p)
 
     # ---- persistence -----------------------------------------------------------------------------

@@ -115,11 +115,13 @@ def test_shipped_model_loads_and_ranks_fast() -> None:
         math.exp(v) for v in scores.values()
     ) == pytest.approx(1)
     planner = Planner(engine, packaged_prior())
-    t0 = time.perf_counter()
-    for _ in range(50):
+    times = []
+    for _ in range(60):
+        t0 = time.perf_counter()
         rec = planner.recommend(memory)
-    per_ms = (time.perf_counter() - t0) * 1000 / 50
-    assert per_ms < 5.0, f"{per_ms:.2f} ms per recommendation"
+        times.append((time.perf_counter() - t0) * 1000)
+    per_ms = sorted(times)[len(times) // 2]  # the median: robust to other processes on a shared CPU
+    assert per_ms < 5.0, f"{per_ms:.2f} ms per recommendation (ranking + two-step + time model)"
     assert len(rec.next_or_after) == 5 and rec.best_pair is not None and rec.time_to_next is not None
     assert sum(s.score for s in rec.next_or_after) == pytest.approx(1.0, abs=1e-4)
     assert model.temperature > 0 and model.trained_on
@@ -198,3 +200,56 @@ def test_payload_carries_next_in_and_the_two_step_ranking_and_validates() -> Non
     bad = dict(early, next_in_s={"low": -1, "high": 5})
     with pytest.raises(Exception, match="next_in_s"):
         validate_payload(bad)
+
+
+# ---- split files and the evaluate report -----------------------------------------------------------------
+def test_evaluate_reports_calibration_time_to_next_and_the_two_step_row_on_a_split_file(
+    annotations_path: Path, tmp_path: Path
+) -> None:
+    from training.cholect50 import load_annotations
+
+    data = load_annotations(annotations_path)
+    videos = list(data.videos)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": videos[3:20], "test": videos[:3]}))
+    out = tmp_path / "report.json"
+    argv = [
+        "evaluate",
+        "--annotations",
+        str(annotations_path),
+        "--split-file",
+        str(split),
+        "--json",
+        str(out),
+    ]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["samples"] == len(data.samples_of(videos[:3]))
+    assert report["split_file"] == str(split)
+    assert 0 <= report["calibration"]["served"]["ece"] <= 1
+    assert report["calibration"]["cv"]["cv_calibrated"]["samples"] == len(data.samples_of(videos[3:20]))
+    assert report["next_or_after"]["samples"] == report["samples"]
+    assert report["time_to_next"]["start"]["points"] > 0
+    learned = tmp_path / "learned.json"
+    assert main([*argv[:-2], "--planner", "learned", "--json", str(learned)]) == 0
+    assert json.loads(learned.read_text())["calibration"]["model_cv"]["family"] in ("gboost", "logreg")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"train": ["VID01"], "test": ["VID01"]}, "in both"),
+        ({"train": ["VID999"], "test": []}, "not a video"),
+        ({"train": [], "test": ["VID01"]}, "'train' is empty"),
+        (["VID01"], "expected"),
+    ],
+)
+def test_a_bad_split_file_is_exit_2(
+    annotations_path: Path, tmp_path: Path, content: object, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps(content))
+    for command in ("evaluate", "fit-learned", "select-prior"):
+        code = main([command, "--annotations", str(annotations_path), "--split-file", str(split)])
+        assert code == 2
+        assert message in capsys.readouterr().err

@@ -9,16 +9,21 @@ raw and calibrated; a T fitted on all training samples is what to serve
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from planner.actions import ACTIONS
+from planner.atomic import atomic_write_bytes
 from planner.calibration import CalibrationReport, calibration_report, fit_temperature
-from training.cholect50 import PlanningSample
-from training.evaluate import Prediction
+from planner.engines.prior_engine import PriorEngine
+from planner.memory import NHFMemory
+from planner.planner import Planner
+from planner.prior import PriorSettings, SequencePrior
+from training.cholect50 import Annotations, PlanningSample
+from training.evaluate import Prediction, predict
 from training.exceptions import TrainingError
 from training.sequence_selection import grouped_folds
 
@@ -86,6 +91,26 @@ def cross_validated_temperature(
     )
 
 
+def prior_oof_predictions(
+    data: Annotations,
+    train_samples: Sequence[PlanningSample],
+    settings: PriorSettings,
+    memory_factory: Callable[[PlanningSample], NHFMemory],
+    n_folds: int = 5,
+) -> list[Prediction]:
+    """The n-gram prior's predictions for the training samples, each from a prior fit on the other
+    folds' videos (a prior fit on all training videos would be scored in-sample), in sample order."""
+    videos = sorted({s.video for s in train_samples}, key=list(data.videos).index)
+    by_key: dict[tuple[str, str], Prediction] = {}
+    for held in grouped_folds(videos, n_folds, 0):
+        fold_prior = SequencePrior.fit(data.sequences([v for v in videos if v not in held]), settings)
+        planner = Planner(PriorEngine(fold_prior), fold_prior, sequence_model=None)
+        held_samples = [s for s in train_samples if s.video in held]
+        for p in predict(planner, held_samples, memory_factory=memory_factory):
+            by_key[(p.video, p.clip)] = p
+    return [by_key[s.key] for s in train_samples]
+
+
 def plot_reliability(rows: Sequence[tuple[str, CalibrationReport]], path: Path) -> None:
     """Reliability diagram: accuracy against mean confidence per bin, one line per row; written atomically."""
     try:
@@ -93,8 +118,6 @@ def plot_reliability(rows: Sequence[tuple[str, CalibrationReport]], path: Path) 
         from matplotlib.figure import Figure
     except ImportError:
         raise TrainingError("--plot needs matplotlib (pip install 'llm-sap[models]')") from None
-    from training.compare import _atomic_write_bytes
-
     fig = Figure(figsize=(5.2, 5.0), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -115,4 +138,4 @@ def plot_reliability(rows: Sequence[tuple[str, CalibrationReport]], path: Path) 
     ax.grid(alpha=0.3)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())

@@ -65,9 +65,10 @@ def select_fusion_weight(
     prior_settings: PriorSettings,
     weights: Sequence[float] = DEFAULT_LAMBDAS,
     n_folds: int = 0,
+    train_videos: Sequence[str] | None = None,
 ) -> list[FusionResult]:
-    """Cross-validated metrics for every λ on the training videos, best first."""
-    train = data.train_videos
+    """Cross-validated metrics for every λ on the training videos (the paper's unless given), best first."""
+    train = tuple(data.train_videos if train_videos is None else train_videos)
     items: dict[float, list[Scored]] = {w: [] for w in weights}
     for held_out in folds(train, n_folds):
         prior = SequencePrior.fit(data.sequences([v for v in train if v not in held_out]), prior_settings)

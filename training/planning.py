@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from planner.factory import build_planner as _build_planner
@@ -14,12 +15,16 @@ from training.prior_selection import fit_final
 
 
 def build_prior(
-    cfg: AppConfig, annotations: Annotations | None = None, path: Path | None = None
+    cfg: AppConfig,
+    annotations: Annotations | None = None,
+    path: Path | None = None,
+    train_videos: Sequence[str] | None = None,
 ) -> SequencePrior:
     """A prior from ``path``, else from the config's ``prior_path``, else fit on the annotations'
-    training videos with the configured settings, else the one shipped in the package."""
+    training videos (the paper's unless given) with the configured settings, else the one shipped
+    in the package."""
     if path is None and cfg.planner.prior_path is None and annotations is not None:
-        return fit_final(annotations, cfg.planner.prior)
+        return fit_final(annotations, cfg.planner.prior, train_videos)
     return load_prior(cfg.planner, path)
 
 

@@ -24,6 +24,7 @@ from planner.time_to_next import DurationModel
 from training.calibration_eval import (
     cross_validated_temperature,
     plot_reliability,
+    prior_oof_predictions,
     probability_matrix,
     report_for,
     scaled,
@@ -120,7 +121,7 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
             )
         name = f"predictions: {args.predictions_in.name}"
     else:
-        prior = build_prior(cfg, data, args.prior)
+        prior = build_prior(cfg, data, args.prior, split.train)
         planner = build_planner(cfg, prior)
         memories = history_memories(
             cfg.training.evaluate.history,
@@ -133,7 +134,18 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
             with progress_bar(f"planning with {planner.engine.name}", len(samples), console) as update:
                 predictions = predict(planner, samples, memory_factory=memories, on_progress=update)
             train_predictions = []
-            if not args.no_calibration and train_samples:
+            # the prior and the learned planner are fitted on the training videos: their training
+            # samples are in-sample. The prior is refit per fold instead; the learned model reports
+            # its own nested CV.
+            calibrate = not args.no_calibration and bool(train_samples)
+            if (
+                calibrate
+                and planner.engine.name == "prior"
+                and args.prior is None
+                and cfg.planner.prior_path is None
+            ):
+                train_predictions = prior_oof_predictions(data, train_samples, cfg.planner.prior, memories)
+            elif calibrate and not planner.instant:
                 with progress_bar("training samples, for calibration", len(train_samples), console) as update:
                     train_predictions = predict(
                         planner, train_samples, memory_factory=memories, on_progress=update
@@ -156,6 +168,18 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
         extra_json |= _calibration(
             samples, predictions, train_samples, train_predictions, name, console, reliability
         )
+        learned = getattr(planner.engine, "learned", None)
+        if learned is not None and learned.cv.get("families"):
+            family = {"gradient_boosting": "gboost", "logistic_regression": "logreg"}[learned.family]
+            row = next((f for f in learned.cv["families"] if f["family"] == family), None)
+            if row is not None:
+                console.print(
+                    f"the learned model's own nested CV on its training videos: ECE "
+                    f"{100 * row['ece_uncalibrated']:.1f}% → {100 * row['ece']:.1f}%, Brier "
+                    f"{row['brier_top1_uncalibrated']:.3f} → {row['brier_top1']:.3f} with its temperature "
+                    f"(T = {learned.temperature:g} fitted on all of them)"
+                )
+                extra_json["calibration"]["model_cv"] = row
         if all(p.two_step for p in predictions):
             two = score(samples, {(p.video, p.clip): p.two_step for p in predictions})
             extra_rows.append(("'next or the one after' ranking (judge by the relaxed columns)", two.metrics))
@@ -220,7 +244,8 @@ def _calibration(
             f"{100 * cv.cv_calibrated.ece:.1f}%, Brier {cv.cv_raw.brier:.3f} → {cv.cv_calibrated.brier:.3f} "
             f"with a fitted temperature; T = {cv.temperature:g} here gives ECE {100 * refit.ece:.1f}%, "
             f"Brier {refit.brier:.3f} (serve it with --set planner.settings.temperature={cv.temperature:g}, "
-            "unless the engine is calibrated already)"
+            "unless the engine is calibrated already; an adapter trained on these samples makes "
+            "this in-sample)"
         )
         reliability.append((f"with T={cv.temperature:g}", refit))
     console.print(line)
@@ -255,8 +280,9 @@ def run_compare(cfg: AppConfig, args: argparse.Namespace, console: Console) -> i
     specs = parse_compare_specs(args.compare)
     data = load_annotations(args.annotations)
     split = cfg.training.evaluate.split
-    samples = load_split(args.split_file, data).samples(data, split)
-    prior = build_prior(cfg, data, args.prior)
+    chosen = load_split(args.split_file, data)
+    samples = chosen.samples(data, split)
+    prior = build_prior(cfg, data, args.prior, chosen.train)
     rows = evaluate_specs(cfg, prior, specs, samples, lambda what, n: progress_bar(what, n, console))
     first = rows[0].report
     caption = (f"{first.samples} samples ({first.relaxed_samples} for the relaxed metrics) from "

@@ -19,7 +19,9 @@ from planner.actions import ACTIONS
 from planner.atomic import atomic_write_json
 from planner.calibration import calibration_report
 from planner.learned import LearnedModel
+from planner.outputs import check_outputs
 from planner.prior import PriorSettings, SequencePrior
+from training.calibration_eval import plot_reliability
 from training.cholect50 import Annotations, PlanningSample, load_annotations
 from training.config import AppConfig
 from training.evaluate import PAPER_BEST
@@ -59,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"families to cross-validate (default {','.join(FAMILIES)})",
     )
     p.add_argument("--no-cv", action="store_true", help="only fit the model (no family comparison)")
+    p.add_argument(
+        "--plot", type=Path, metavar="OUT.png", help="reliability diagram of every family's CV probabilities"
+    )
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -66,6 +71,10 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    check_outputs(
+        {"--out": args.out, "--json": args.json_out, "--plot": args.plot},
+        inputs=[args.annotations, args.split_file],
+    )
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
@@ -83,6 +92,11 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
         with console.status("cross-validating families on training videos ..."):
             results = cross_validate_families(data, split.train, families, cv_settings)
         console.print(_cv_table(results, len(split.train), cv_settings))
+        if args.plot:
+            rows = [(f"{r.family}, T=1", r.uncalibrated) for r in results if r.family == results[0].family]
+            rows += [(f"{r.family}, CV temperature", r.calibrated) for r in results]
+            plot_reliability(rows, args.plot)
+            console.print(f"wrote {args.plot}")
         winner = results[0].family
         console.print(f"winner by the rule ({SELECTION_RULE}): [bold]{winner}[/bold]")
         learned = [r.family for r in results if r.family in LEARNED_FAMILIES]

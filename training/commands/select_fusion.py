@@ -18,6 +18,7 @@ from training.exceptions import UsageError
 from training.fusion_selection import DEFAULT_LAMBDAS, fused_ranking, score_engine, select_fusion_weight
 from training.metrics import metric_keys
 from training.prior_selection import SELECTION_KEYS, fit_final
+from training.splits import load_split
 from training.tables import metrics_table, progress_bar
 
 
@@ -28,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--weights", help=f"comma-separated λ values (default {','.join(map(str, DEFAULT_LAMBDAS))})"
     )
     p.add_argument("--json", type=Path, dest="json_out", help="write the CV and test metrics as JSON")
+    p.add_argument("--split-file", type=Path, help='{"train": [...], "test": [...]} (default: the paper\'s)')
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -42,18 +44,22 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
         except ValueError:
             raise UsageError(f"--weights must be comma-separated numbers, got {args.weights!r}") from None
     data = load_annotations(args.annotations)
-    prior = fit_final(data, cfg.planner.prior)
+    split = load_split(args.split_file, data)
+    prior = fit_final(data, cfg.planner.prior, split.train)
     engine = create_engine(cfg.planner.engine, prior, cfg.planner.engine_settings)
+    test = split.samples(data, "test")
     try:
-        samples = data.samples_of(data.train_videos) + data.split("test")
+        samples = split.samples(data, "train") + test
         with progress_bar(
             f"scoring {len(samples)} samples with {engine.name}", len(samples), console
         ) as update:
             scores = score_engine(samples, engine.rank, on_progress=update)
     finally:
         engine.close()
-    results = select_fusion_weight(data, scores, cfg.planner.prior, weights, cfg.training.cv_folds)
-    table = Table(title=f"λ by leave-one-video-out CV on {len(data.train_videos)} training videos (%)")
+    results = select_fusion_weight(
+        data, scores, cfg.planner.prior, weights, cfg.training.cv_folds, train_videos=split.train
+    )
+    table = Table(title=f"λ by leave-one-video-out CV on {len(split.train)} training videos (%)")
     table.add_column("λ", justify="right")
     for key in SELECTION_KEYS:
         table.add_column(key, justify="right")
@@ -61,10 +67,9 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
         table.add_row(f"{r.weight:g}", *(f"{v:.2f}" for v in r.key()))
     console.print(table)
     best = results[0].weight
-    test = data.split("test")
     rows = [("Paper, Table 1 (best per column)", PAPER_BEST)]
     test_reports = {}
-    for name, w in (("engine alone (λ=0)", 0.0), (f"engine + prior (λ={best:g})", best)):
+    for name, w in (("engine alone (λ=0)", 0.0), (f"engine + prior (λ={best:g})", best)) if test else ():
         ranked = {s.key: fused_ranking(scores[s.key], prior, s, w) for s in test}
         test_reports[name] = score(test, ranked)
         rows.append((f"{name}, test", test_reports[name].metrics))
