@@ -162,6 +162,7 @@ def test_a_bad_model_file_is_a_named_error_and_exit_2(
 def test_refit_from_the_data_matches_the_shipped_file(annotations_path: Path) -> None:
     """``llm-sap fit-learned`` wrote the shipped file; a fresh fit of the same family on the same
     videos gives the same model (the CV figures, stored beside it, are not recomputed here)."""
+    pytest.importorskip("sklearn", reason="fitting needs the 'fit' extra (scikit-learn)")
     from training.cholect50 import load_annotations
     from training.sequence_selection import LEARNED_FAMILIES, fit_final
 
