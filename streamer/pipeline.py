@@ -397,6 +397,8 @@ class StreamPipeline:
             stamps = {**request.stamps, "planned": time.time()}
             self._publish_recommendation(rec, request, stamps, refresh=False)
             if self.settings.refresh_text:
+                if self._text_pending is not None:  # its ranking was replaced before its text began
+                    self.state.dropped_texts += 1
                 self._text_pending = (request, rec)  # latest wins
                 if self._text_task is None or self._text_task.done():
                     self._text_task = asyncio.create_task(self._text_loop(), name=f"text-{self.room}")
