@@ -21,7 +21,10 @@ class MqttConfig(Section):
     tls_insecure: bool = False
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     outbox_size: int = Field(1000, ge=1, le=1_000_000)
-    publish_timeout_s: float = Field(1.0, gt=0, le=60)
+    publish_timeout_s: float = Field(1.0, gt=0, le=60)  # a slower PUBACK is logged (never a disconnect)
+    # MQTT 5: the broker holds the Last Will this long and drops it if the service is back in time
+    # (a broker restart, a network blip): no false "offline"; a dead service shows offline this late
+    will_delay_s: int = Field(5, ge=0, le=300)
     client_id_prefix: str = "llm-sap"
 
 

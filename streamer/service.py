@@ -185,6 +185,7 @@ class Service:
             will=will,
             on_connect_messages=on_connect,
             publish_timeout_s=self.cfg.mqtt.publish_timeout_s,
+            will_delay_s=self.cfg.mqtt.will_delay_s,
         )
         sinks: list[PayloadSink] = [MqttSink(publisher)]
         if self.extra_sinks:

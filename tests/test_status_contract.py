@@ -40,6 +40,7 @@ class CuttableProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.blocked = False  # refuse new connections (the network is down for a while)
 
     async def start(self) -> CuttableProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -47,6 +48,9 @@ class CuttableProxy:
         return self
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.blocked:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -78,14 +82,14 @@ class CuttableProxy:
             await self._server.wait_closed()
 
 
-def _service(tmp_path: Path, broker: str, *, speed: float) -> Service:
+def _service(tmp_path: Path, broker: str, *, speed: float, will_delay_s: int = 5) -> Service:
     timeline = write_timeline(tmp_path / "timeline.csv")
     cfg = ServiceConfig(
         streams=(StreamConfig(room=ROOM, source="synthetic"),),
         recognizer=f"timeline:{timeline}",
         recognizer_rate_hz=5.0,
         refresh_text=False,
-        mqtt=MqttConfig(broker=broker),
+        mqtt=MqttConfig(broker=broker, will_delay_s=will_delay_s),
     )
 
     def source(stream: StreamConfig, c: ServiceConfig) -> SyntheticSource:
@@ -120,7 +124,7 @@ async def test_a_subscriber_keeping_the_newest_status_ends_with_the_truth_across
     proxy = await CuttableProxy(mosquitto.port).start()
     sub = await mqtt_subscriber(mosquitto.settings("monitor"), [STATUS]).start()
     url = mosquitto.url("service").replace(f":{mosquitto.port}", f":{proxy.port}")
-    service = _service(tmp_path, url, speed=3.0)
+    service = _service(tmp_path, url, speed=3.0, will_delay_s=0)  # the will goes out at once
     task = asyncio.create_task(service.run())
     try:
         assert await _wait(lambda: (_kept(sub) or {}).get("stream") == "running", 10), _statuses(sub)
@@ -188,3 +192,34 @@ async def test_a_stalled_broker_is_slowness_not_death(
     clips = [json.loads(m.payload) for m in sub.messages if m.topic.endswith("/clip")]
     ids = [p["id"] for p in clips]
     assert len(ids) == len(set(ids)) and len(ids) == 2 * len(PROCEDURE), len(ids)  # no duplicate clip event
+
+
+async def test_with_a_will_delay_a_blip_shows_no_offline_and_a_real_outage_does(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_subscriber: type[Subscriber]
+) -> None:
+    proxy = await CuttableProxy(mosquitto.port).start()
+    sub = await mqtt_subscriber(mosquitto.settings("monitor"), [STATUS]).start()
+    url = mosquitto.url("service").replace(f":{mosquitto.port}", f":{proxy.port}")
+    service = _service(tmp_path, url, speed=2.0, will_delay_s=2)
+    task = asyncio.create_task(service.run())
+    try:
+        assert await _wait(lambda: (_kept(sub) or {}).get("stream") == "running", 10), _statuses(sub)
+        run = service.runs[0]
+        assert await _wait(lambda: run.publisher.is_connected, 5)
+        await asyncio.sleep(0.3)
+        proxy.cut()  # a blip: back within the will delay
+        assert await _wait(lambda: run.publisher.stats["reconnects"] >= 1 and run.publisher.is_connected, 5)
+        await asyncio.sleep(3.0)  # past the delay: the broker dropped the will
+        assert not any(p["state"] == "offline" for p in _statuses(sub)), _statuses(sub)
+        proxy.blocked = True  # an outage longer than the delay: subscribers must learn it
+        proxy.cut()
+        assert await _wait(lambda: any(p.get("will") for p in _statuses(sub)), 10), _statuses(sub)
+        assert (_kept(sub) or {}).get("state") == "offline"
+        proxy.blocked = False
+        assert await _wait(lambda: (_kept(sub) or {}).get("state") == "online", 15), _statuses(sub)
+        (state,) = await asyncio.wait_for(task, 40)
+        assert state.stream == "ended"
+        assert await _wait(lambda: (_kept(sub) or {}).get("reason") == "shutdown", 10)
+    finally:
+        await sub.stop()
+        await proxy.stop()

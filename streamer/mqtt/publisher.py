@@ -106,7 +106,11 @@ class MqttPublisher:
         publish_timeout_s: float = 1.0,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 5.0,
+        will_delay_s: int = 0,
     ) -> None:
+        """``will_delay_s`` (MQTT 5): the broker holds the will this long after a lost connection and
+        drops it if we are back in time (a broker restart, a blip): no offline for a live service.
+        Our session then outlives a connection by that much (clean start off, session expiry)."""
         if not client_id:
             raise ValueError("MQTT client_id must be non-empty (and unique per process)")
         if publish_timeout_s <= 0 or backoff_initial_s <= 0 or backoff_max_s < backoff_initial_s:
@@ -119,6 +123,9 @@ class MqttPublisher:
         self._will = will
         self._on_connect_messages = on_connect_messages
         self._publish_timeout_s = publish_timeout_s
+        if not 0 <= will_delay_s <= 3600:
+            raise ValueError(f"will_delay_s must be in 0..3600, got {will_delay_s}")
+        self._will_delay_s = int(will_delay_s)
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._tls = tls_context(settings)
@@ -278,7 +285,16 @@ class MqttPublisher:
         if self._will is not None and with_will:
             w = self._will()
             self._will_seq, self._will_stale = w.seq, False
-            will = aiomqtt.Will(w.topic, w.payload, qos=w.qos, retain=w.retain)
+            will_properties = None
+            if v5 and self._will_delay_s:
+                will_properties = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+                will_properties.WillDelayInterval = self._will_delay_s
+            will = aiomqtt.Will(w.topic, w.payload, qos=w.qos, retain=w.retain, properties=will_properties)
+        delayed = will is not None and v5 and self._will_delay_s > 0  # not for the bare v5 probe
+        connect_properties = None
+        if delayed:  # the session must outlive the connection for the delay to hold
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = self._will_delay_s + 60
         client = aiomqtt.Client(
             self.settings.host,
             self.settings.port,
@@ -288,7 +304,9 @@ class MqttPublisher:
             protocol=protocol,
             will=will,
             clean_session=None if v5 else True,
-            clean_start=True if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,  # paho: 3.1.1 takes clean_session
+            # paho: 3.1.1 takes clean_session; MQTT 5 resumes the session when the will is delayed
+            clean_start=(not delayed) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=connect_properties,
             keepalive=self.settings.keepalive,
             timeout=CONNECT_TIMEOUT_S,
             tls_context=self._tls,
