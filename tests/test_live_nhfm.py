@@ -5,6 +5,7 @@ keyframe's pixels say which clip it came from), the timeline oracle, fake engine
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -109,6 +110,11 @@ def _clip_of(image: np.ndarray) -> str:
     return min(ACTIONS, key=lambda a: float(np.linalg.norm(mean - np.array(ACTION_COLOURS[a]))))
 
 
+def _own_prefix(shown: list[str], action: str | None) -> int:
+    """How many keyframes, from the oldest, show ``action`` before the first one that does not."""
+    return len(list(itertools.takewhile(lambda a: a == action, shown)))
+
+
 def _cfg(**memory: Any) -> PlannerConfig:
     refresh_s = memory.pop("refresh_s", 1.0)
     base = {"keyframe_size": 32, "keyframe_interval_s": 0.5, **memory}
@@ -117,12 +123,21 @@ def _cfg(**memory: Any) -> PlannerConfig:
 
 def test_every_plan_sees_keyframes_of_its_own_clip_and_refreshes_add_more(tmp_path: Path) -> None:
     engine = SeeingEngine()
-    pipeline, recs = _run(tmp_path, _planner(engine), _cfg(max_keyframes=6, refresh_s=1.0))
+    # realtime at 12x (a live feed, fast): whether a refresh is published must not depend on how
+    # fast this machine decodes a lossless replay relative to the planner
+    pipeline, recs = _run(tmp_path, _planner(engine), _cfg(max_keyframes=6, refresh_s=1.0), speed=12.0)
     assert engine.seen, "the engine ranked nothing"
     for memory in engine.seen:
         assert memory.near is not None and memory.near.keyframes
         assert len(memory.near.keyframes) <= 6
-        assert {_clip_of(k) for k in memory.near.keyframes} == {memory.current_action}  # type: ignore[arg-type]
+        shown = [_clip_of(k) for k in memory.near.keyframes]  # type: ignore[arg-type]
+        index = min(range(len(PROCEDURE)), key=lambda i: abs(PROCEDURE[i][0] - memory.near.start_s))  # type: ignore[union-attr]
+        after = PROCEDURE[index + 1][1] if index + 1 < len(PROCEDURE) else None
+        own = _own_prefix(shown, memory.current_action)
+        # never a frame of an earlier clip; the next clip's frames only at the very end, from the
+        # segmenter's confirmation hold (the switch is not known yet; scoring never credits such a
+        # plan: it was made after the target clip had started)
+        assert own >= 1 and set(shown[own:]) <= {after} and len(shown) - own <= 2, shown
     by_clip: dict[int, list[dict[str, Any]]] = {}
     for p in recs:
         validate_payload(p)
@@ -150,9 +165,13 @@ def test_every_plan_sees_keyframes_of_its_own_clip_and_refreshes_add_more(tmp_pa
 
 def test_memory_settings_change_what_a_live_payload_carries(tmp_path: Path) -> None:
     few = SeeingEngine()
-    _, few_recs = _run(tmp_path, _planner(few), _cfg(max_keyframes=2, max_distant=2, refresh_s=1.0))
+    _, few_recs = _run(
+        tmp_path, _planner(few), _cfg(max_keyframes=2, max_distant=2, refresh_s=1.0), speed=12.0
+    )
     many = SeeingEngine()
-    _, many_recs = _run(tmp_path, _planner(many), _cfg(max_keyframes=8, max_distant=64, refresh_s=1.0))
+    _, many_recs = _run(
+        tmp_path, _planner(many), _cfg(max_keyframes=8, max_distant=64, refresh_s=1.0), speed=12.0
+    )
     assert max(p["basis"]["keyframes"] for p in few_recs) == 2
     assert max(p["basis"]["keyframes"] for p in many_recs) > 2
     assert max(len(m.near.keyframes) for m in few.seen if m.near) == 2

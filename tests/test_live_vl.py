@@ -103,7 +103,12 @@ def test_indirnhfm_live_gets_keyframes_of_its_clip_and_a_caption(
         end = next((s for s, _ in TIMELINE if s > start + 1e-6), float("inf"))
         times = [decoded.get(_digest(k)) for k in memory.near.keyframes]  # type: ignore[arg-type]
         assert None not in times, "a keyframe that is not a decoded frame"
-        assert all(start - 1e-6 <= t < end for t in times if t is not None), (start, end, times)
+        # from this clip only, but for at most two newest frames of the next one, seen during the
+        # segmenter's confirmation hold (0.5 s), before the switch was known
+        ordered = [t for t in times if t is not None]
+        assert ordered == sorted(ordered) and ordered[0] >= start - 1e-6, (start, ordered)
+        late = [t for t in ordered if t >= end]
+        assert len(late) <= 2 and all(t < end + 1.0 for t in late), (start, end, ordered)
     assert [m for m in seen if m.near is not None and m.near.caption], "no plan got a caption"
 
     # a refresh of a clip carries more keyframes than that clip's clip-start recommendation
