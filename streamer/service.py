@@ -332,10 +332,10 @@ class Service:
 
     async def _shutdown(self) -> None:
         for run in self.runs:
-            pipeline, built = run.pipeline, []
+            pipeline, built = run.pipeline, list[Outgoing]()
 
             def final(
-                dropped: dict[str, int], pipeline: StreamPipeline = pipeline, built: list[Any] = built
+                dropped: dict[str, int], pipeline: StreamPipeline = pipeline, built: list[Outgoing] = built
             ) -> list[OutMessage]:
                 """The explicit offline, built once the drain is over: it says what was lost."""
                 payload = pipeline.payloads.status(
