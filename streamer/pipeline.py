@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
@@ -179,6 +179,7 @@ class StreamPipeline:
         self._captioned_version = -1  # keyframe version last sent to the captioner
         self._last_caption_pts = float("-inf")
         self._published_revision = -1  # newest ranking revision published for the running clip
+        self._published: tuple[_PlanRequest, Recommendation] | None = None  # that ranking
         self._text_pending: tuple[_PlanRequest, Recommendation] | None = None
         self._text_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -290,7 +291,7 @@ class StreamPipeline:
             if isinstance(event, ClipStarted):
                 self.memory = self.memory.start_clip(event.action, event.start_s)
                 self._clip, self._clip_open, self._caption = event, True, None
-                self._revision, self._published_revision = 0, -1
+                self._revision, self._published_revision, self._published = 0, -1, None
                 self._captioned_version, self._last_caption_pts = -1, float("-inf")
                 self._request_plan("clip_start", stamps)
                 self._request_caption()
@@ -410,7 +411,7 @@ class StreamPipeline:
         while self._text_pending is not None:
             request, rec = self._text_pending
             self._text_pending = None
-            if not self._text_still_wanted(request):
+            if not self._clip_runs(request):
                 self.state.dropped_texts += 1
                 continue
             started = time.time()
@@ -425,21 +426,33 @@ class StreamPipeline:
                 self.state.late_texts += 1
                 log.info("stream.text_late", room=self.room, clip=request.clip.index, deadline_s=deadline)
                 continue
-            if not self._text_still_wanted(request):
+            target = self._text_target(request, explained)
+            if target is None:
                 self.state.dropped_texts += 1
                 continue
             if explained.response is not None:
                 self.latency.add("text", (time.time() - started) * 1000)
-                stamps = {**request.stamps, "planned": time.time()}
-                self._publish_recommendation(explained, request, stamps, refresh=True)
+                shown_request, shown = target
+                stamps = {**shown_request.stamps, "planned": time.time()}
+                self._publish_recommendation(shown, shown_request, stamps, refresh=True)
 
-    def _text_still_wanted(self, request: _PlanRequest) -> bool:
-        """Its clip still runs and no newer ranking of that clip has been published."""
-        return (
-            request.clip is self._clip
-            and self._clip_open
-            and request.basis.revision == self._published_revision
-        )
+    def _clip_runs(self, request: _PlanRequest) -> bool:
+        return request.clip is self._clip and self._clip_open
+
+    def _text_target(
+        self, request: _PlanRequest, explained: Recommendation
+    ) -> tuple[_PlanRequest, Recommendation] | None:
+        """Which published ranking a finished text goes with: its own, while it is the newest of
+        a running clip; or the newest one when a refresh replaced it with the same order of
+        actions (the text explains that order); none when the clip ended or the order changed."""
+        if not self._clip_runs(request) or self._published is None:
+            return None
+        if request.basis.revision == self._published_revision:
+            return request, explained
+        newest_request, newest = self._published
+        if newest.ranked_labels != explained.ranked_labels:
+            return None
+        return newest_request, replace(newest, response=explained.response)
 
     # ---- output ------------------------------------------------------------------------------
     def _publish_recommendation(
@@ -459,6 +472,7 @@ class StreamPipeline:
             self.state.texts += 1
         else:
             self._published_revision = request.basis.revision
+            self._published = (request, rec)
             self.state.rankings += 1
             self.latency.add("plan_rank", rec.timings_ms.get("rank", 0.0))
             if request.basis.trigger == "clip_start":
@@ -488,4 +502,3 @@ class StreamPipeline:
                     error=str(exc),
                     exc_info=True,
                 )
-

@@ -234,3 +234,21 @@ def test_a_text_in_time_is_published_for_its_own_ranking(tmp_path: Path) -> None
         ranking = rankings[text["clip"]["index"]]
         assert text["ranked"] == ranking["ranked"] and text["basis"] == ranking["basis"]
         assert text["seq"] > ranking["seq"] and text["response"]["next_actions"]
+
+
+def test_a_text_outrun_by_a_refresh_of_the_same_order_goes_with_the_newest_ranking(tmp_path: Path) -> None:
+    engine = SeeingEngine(text_delay_s=0.2)  # 0.6 s per text; a refresh every 0.25 s of wall time
+    pipeline, recs = _run(
+        tmp_path, _planner(engine), _cfg(refresh_s=1.0), rows=PROCEDURE[:2], duration_s=12.0,
+        refresh_text=True, speed=4.0,
+    )  # fmt: skip
+    texts = [p for p in recs if p["refresh"]]
+    assert texts, (
+        f"no text published (late {pipeline.state.late_texts}, dropped {pipeline.state.dropped_texts})"
+    )
+    for text in texts:
+        before = [p for p in recs if not p["refresh"] and p["seq"] < text["seq"]]
+        newest = before[-1]  # the ranking in force when the text came out
+        assert text["clip"] == newest["clip"] and text["basis"] == newest["basis"]
+        assert text["ranked"] == newest["ranked"] and text["response"]["next_actions"]
+    assert any(t["basis"]["revision"] > 0 for t in texts)  # written for an older one, shown with the newest
