@@ -82,12 +82,12 @@ def test_verification_rejects_a_wrong_teacher_and_the_cache_answers_the_rerun(tm
         built.append(StubTeacher())
         return built[-1]
 
-    first = distill(samples, "stub", ctx, cache, factory=factory, model="stub-model")
+    first = distill(samples, "stub", ctx, cache, factory=factory, model="stub-model", ground_truth=False)
     assert first.records() == [] and first.summary()["rejected"] == {"top-1 is not the target": len(samples)}
     assert first.teacher_calls == len(samples) == built[0].calls
-    again = distill(samples, "stub", ctx, cache, factory=factory, model="stub-model")
+    again = distill(samples, "stub", ctx, cache, factory=factory, model="stub-model", ground_truth=False)
     assert again.teacher_calls == 0 and again.cache_hits == len(samples) and len(built) == 1  # never built
-    other = distill(samples, "stub", ctx, cache, factory=factory, model="another-model")
+    other = distill(samples, "stub", ctx, cache, factory=factory, model="another-model", ground_truth=False)
     assert other.teacher_calls == len(samples)  # the model is part of the key
 
 
@@ -113,7 +113,13 @@ def test_k_answers_are_asked_with_distinct_indices_and_voted(tmp_path: Path) -> 
         texts=[_answer(d, *others[:2]), _answer(others[0], d, others[1]), _answer(d, *others[1:3])]
     )
     result = distill(
-        samples, "stub", ctx, ResponseCache(tmp_path / "c"), factory=lambda s, c: stub, model="m"
+        samples,
+        "stub",
+        ctx,
+        ResponseCache(tmp_path / "c"),
+        factory=lambda s, c: stub,
+        model="m",
+        ground_truth=False,
     )
     assert stub.calls == 6 and ctx.settings.sampling_temperature == 0.7
     assert result.outcomes[0].verdict.accepted and result.outcomes[0].verdict.votes == {d: 2, others[0]: 1}

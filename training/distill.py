@@ -101,10 +101,11 @@ def _digest_images(messages: Sequence[dict[str, Any]]) -> list[Any]:
     return out
 
 
-def request_key(spec: str, model: str, request: TeacherRequest) -> str:
+def request_key(spec: str, model: str, request: TeacherRequest, *, ground_truth: bool) -> str:
     """sha256 of the teacher spec + model + prompt messages + sampling settings (+ answer index).
 
-    A teacher that reads the ground truth (``reference``) also keys on the sample's target.
+    A teacher that reads the ground truth (``reference``: ``ground_truth``) also keys on the
+    sample's target.
     """
     payload: dict[str, Any] = {
         "teacher": spec,
@@ -114,7 +115,7 @@ def request_key(spec: str, model: str, request: TeacherRequest) -> str:
         "max_tokens": request.max_tokens,
         "index": request.index,
     }
-    if sees_ground_truth(spec):
+    if ground_truth:
         payload["target"] = request.sample.source.target
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -229,14 +230,17 @@ def distill(
     offline: bool = False,
     factory: TeacherFactory = create_teacher,
     model: str | None = None,
+    ground_truth: bool | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> DistillResult:
     """Answer, cache and verify every sample; the teacher is built only at the first cache miss.
 
-    ``factory`` builds the teacher (tests inject stubs; then ``model`` names it).
+    ``factory`` builds the teacher (tests inject stubs; then ``model`` names it and
+    ``ground_truth`` says whether it reads the target; both default to the registered teacher's).
     """
     cfg = ctx.settings
     model = model if model is not None else describe_teacher(spec, ctx)
+    ground_truth = sees_ground_truth(spec) if ground_truth is None else ground_truth
     result = DistillResult(spec, model, cfg.accept, cfg.samples_per_prompt)
     plan = []
     for sample in samples:
@@ -244,7 +248,9 @@ def distill(
             TeacherRequest(sample, cfg.sampling_temperature, cfg.max_tokens, index=i)
             for i in range(cfg.samples_per_prompt)
         ]
-        plan.append((sample, requests, [request_key(spec, model, r) for r in requests]))
+        plan.append(
+            (sample, requests, [request_key(spec, model, r, ground_truth=ground_truth) for r in requests])
+        )
     missing = sum(1 for _, _, keys in plan for k in keys if cache.get(k) is None)
     if offline and missing:
         raise DistillError(
