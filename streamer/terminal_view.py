@@ -42,7 +42,11 @@ def basis_text(basis: dict[str, Any] | None) -> str:
     return f"at clip start, {seen}"
 
 
-def format_message(topic: str, payload: dict[str, Any]) -> Text | None:
+def format_message(
+    topic: str, payload: dict[str, Any], previous_status: dict[str, Any] | None = None
+) -> Text | None:
+    """One line for a message, or None for one not shown. ``previous_status``: the last status
+    payload shown, so that a status that changes only the stream does not repeat "assistant online"."""
     kind = payload.get("type")
     if topic.endswith("/recommendation/current"):
         return None  # the retained copy of a recommendation already shown
@@ -75,10 +79,22 @@ def format_message(topic: str, payload: dict[str, Any]) -> Text | None:
             text.append(f"  {seen}", style="dim")
         return text
     if kind == "status":
-        style = "bold green" if payload["state"] == "online" else "bold red"
-        reason = f" ({payload['reason']})" if payload.get("reason") else ""
-        return Text(f"assistant {payload['state']}, stream {payload['stream']}{reason}", style=style)
+        return format_status(payload, previous_status)
     return None
+
+
+def format_status(payload: dict[str, Any], previous: dict[str, Any] | None = None) -> Text | None:
+    """ "assistant online, stream running"; then only what changed: "stream ended", "assistant offline"."""
+    state, stream = payload["state"], payload["stream"]
+    reason = f" ({payload['reason']})" if payload.get("reason") else ""
+    style = "bold green" if state == "online" else "bold red"
+    if previous is None or previous["state"] != state:
+        same_stream = previous is not None and previous["stream"] == stream
+        words = f"assistant {state}" + ("" if same_stream else f", stream {stream}")
+        return Text(words + reason, style=style)
+    if previous["stream"] != stream or previous.get("reason") != payload.get("reason"):
+        return Text(f"stream {stream}{reason}", style=style)
+    return None  # the same status again (a retained copy, a heartbeat)
 
 
 async def watch(
@@ -95,6 +111,7 @@ async def watch(
     settings = parse_broker_url(broker_url)
     topics = Topics(room)
     count = 0
+    shown_status: dict[str, Any] | None = None
     async with aiomqtt.Client(
         settings.host,
         settings.port,
@@ -109,7 +126,9 @@ async def watch(
         async for message in client.messages:
             payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
             count += 1
-            line = format_message(str(message.topic), payload)
+            line = format_message(str(message.topic), payload, shown_status)
+            if payload.get("type") == "status":
+                shown_status = payload
             if line is not None:
                 console.print(line)
             if until is not None and until(payload):

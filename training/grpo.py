@@ -135,8 +135,8 @@ def run_grpo(recipe: GrpoConfig, resume: bool = False) -> GrpoResult:
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[run.callback()],
     )
+    run.attach(trainer)
     check_reference(trainer, recipe.beta)
     log.info("grpo.start", prompts=len(rows), beta=recipe.beta, k=recipe.num_generations, resume_from=last)
     trainer.train(resume_from_checkpoint=last)

@@ -141,8 +141,8 @@ def run_sft(recipe: SftConfig, resume: bool = False) -> SftResult:
         train_dataset=Dataset.from_list(rows),
         processing_class=_processing_class(rows, model_path, model_type, tokenizer),
         peft_config=_lora_config(recipe),
-        callbacks=[run.callback()],
     )
+    run.attach(trainer)
     kept = _kept_examples(len(trainer.train_dataset), len(rows), recipe.max_length)
     log.info("sft.start", model=str(model_path), examples=kept, output_dir=str(output_dir), resume_from=last)
     trainer.train(resume_from_checkpoint=last)

@@ -75,7 +75,8 @@ def common_args(recipe: _TrainerRecipe) -> dict[str, Any]:
         "save_total_limit": recipe.save_total_limit,
         "seed": recipe.seed,
         "report_to": "none",
-        "disable_tqdm": False,  # transformers' progress bar
+        # no tqdm bar and no printed dict per log step: RunLog's one line per step is the progress
+        "disable_tqdm": True,
         "dataloader_num_workers": 0,
         **hardware_args(recipe),
     }
@@ -141,11 +142,20 @@ def use_training_template(tokenizer: Any, model_type: str) -> None:
 
 @dataclass
 class RunLog:
-    """Every log record of the trainer (loss, reward, lr, ...), also sent to structlog."""
+    """Every log record of the trainer (loss, reward, lr, ...), also sent to structlog: one line per
+    logging step ("sft.log step=8 of=16 ..."), the only one (see :meth:`attach`)."""
 
     stage: str
     started: float = field(default_factory=time.perf_counter)
     records: list[dict[str, Any]] = field(default_factory=list)
+
+    def attach(self, trainer: Any) -> None:
+        """Log through this run only: transformers' own printer would print each record again."""
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(self.callback())
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
@@ -158,7 +168,7 @@ class RunLog:
                     return
                 row = {"step": state.global_step, **{k: _num(v) for k, v in logs.items()}}
                 run.records.append(row)
-                log.info(f"{run.stage}.log", **row)
+                log.info(f"{run.stage}.log", **row, of=state.max_steps, elapsed_s=run.seconds())
 
         return _Log()
 
@@ -170,7 +180,8 @@ class RunLog:
 
 
 def _num(value: Any) -> Any:
-    return round(value, 6) if isinstance(value, float) else value
+    """Six significant digits (not decimals: a KL of 3e-07 is not 0)."""
+    return float(f"{value:.6g}") if isinstance(value, float) else value
 
 
 def write_summary(trainer: Any, output_dir: Path, summary: dict[str, Any]) -> None:

@@ -17,8 +17,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return []
 
 
-def _span(values: list[float]) -> str:
-    return f"{values[0]:.3f} -> {values[-1]:.3f}" if values else "-"
+def _span(values: list[float], fmt: str = ".3f") -> str:
+    return f"{values[0]:{fmt}} -> {values[-1]:{fmt}}" if values else "-"
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
@@ -29,7 +29,7 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"GRPO: {result.steps} steps in {result.seconds:.1f} s; reward {_span(result.rewards)} "
         f"(format {_span(result.format_rewards)}, correctness {_span(result.correctness_rewards)}); "
-        f"KL {_span(result.kl)}; adapter in {result.output_dir}",
+        f"KL {_span(result.kl, '.3g')}; adapter in {result.output_dir}",
         markup=False,
     )
     console.print(

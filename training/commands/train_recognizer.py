@@ -142,9 +142,8 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
              train_frames=len(train_idx), held_out_frames=len(val_idx),
              classes=data.class_counts())  # fmt: skip
     unseen = sorted({ACTIONS[i] for i in data.labels[val_idx]} - {ACTIONS[i] for i in data.labels[train_idx]})
-    if unseen:  # those frames cannot be recognised: the held-out numbers will say so
-        log.warning("recognizer.unseen_held_out_actions", actions=unseen)
-        console.print(f"warning: held-out videos show actions never seen in training: {', '.join(unseen)}")
+    if unseen:  # those frames cannot be recognised: the held-out numbers will say so (one line, the log's)
+        log.warning("recognizer.unseen_held_out_actions", actions=unseen, note="never seen in training")
     steps = settings.epochs * math.ceil(len(train_idx) / settings.batch_size)
     with progress_bar(
         f"training ({len(train_idx)} frames, {settings.epochs} epochs)", steps, console
