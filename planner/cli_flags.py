@@ -12,9 +12,10 @@ PLANNER_FLAGS: dict[str, str] = {"planner": "planner.engine", "adapter": "planne
 
 
 def add_planner_arguments(p: argparse.ArgumentParser, *, required: bool = False) -> None:
-    engines = "prior (default), transformers:PATH, openai:URL, trtllm:PATH"
-    p.add_argument("--planner", required=required, help=f"engine spec: {engines}")
-    p.add_argument("--adapter", help="a LoRA adapter folder for a model engine (peft)")
+    engines = "prior, prior:FILE, learned, transformers:PATH, openai:URL, trtllm:PATH"
+    default = "" if required else " (default: prior, or the config's planner.engine)"
+    p.add_argument("--planner", required=required, help=f"engine spec: {engines}{default}")
+    p.add_argument("--adapter", help="a LoRA adapter folder for a model engine (peft; default: none)")
 
 
 def flag_overrides(args: argparse.Namespace, keys: Mapping[str, str]) -> list[str]:

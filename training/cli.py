@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import structlog
 from rich.console import Console
@@ -51,17 +51,58 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option says its default: "(required)", the help's own words about it, or "(default: X)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if not action.option_strings or action.help == argparse.SUPPRESS or action.nargs == 0:
+            return text  # positional arguments, flags (off unless given), --help
+        if action.required:
+            return f"{text} (required)"
+        if "default" in text:
+            return text
+        if action.default is None or action.default == []:
+            return f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("configuration")
-    g.add_argument("--config", type=Path, action="append", default=[], help="TOML file over the defaults")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key")
-    g.add_argument("--log-format", choices=("console", "json"), help="log format (default: console)")
-    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    g.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=[],
+        help="TOML file over the built-in defaults (repeatable; default: none)",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. planner.settings.deadline_s=2 (repeatable; default: none)",
+    )
+    g.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        help="log format (default: console, or the config's logging.format)",
+    )
+    g.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="debug also shows other libraries' warnings and progress bars "
+        "(default: info, or the config's logging.level; demo: warning)",
+    )
 
 
 def chosen_command(argv: list[str]) -> str | None:

@@ -204,6 +204,20 @@ def plot_metrics(
 ) -> None:
     """Grouped bars: one panel per metric (SLAcc, VLAcc, ReSLAcc, ReVLAcc), top-1/2/3 groups, one bar
     per planner, the reference as a dashed line over each group. Written atomically as a PNG."""
+    fig = metrics_figure(rows, title=title, reference=reference, reference_label=reference_label)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def metrics_figure(
+    rows: Sequence[tuple[str, Mapping[str, float]]],
+    *,
+    title: str = "CholecT50-SAP next-action planning",
+    reference: Mapping[str, float] = PAPER_BEST,
+    reference_label: str = "paper's best (Table 1)",
+) -> Any:
+    """The matplotlib Figure of :func:`plot_metrics` (Agg canvas attached)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -217,13 +231,16 @@ def plot_metrics(
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2, sharey=True)
     colours = [f"C{i % 10}" for i in range(n)]
+    upright = n > 3  # narrow bars: value labels stand upright above them so neighbours never overlap
     for ax, metric in zip(axes.flat, METRIC_NAMES, strict=True):
         for i, (label, metrics) in enumerate(rows):
             xs = [k - 1 - 0.4 + width * (i + 0.5) for k in TOP_K]
             values = [metrics.get(f"{metric}@{k}", 0.0) for k in TOP_K]
             bars = ax.bar(xs, values, width * 0.92, color=colours[i], label=label)
             if n <= 6:
-                labels = ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1.5, zorder=4)
+                labels = ax.bar_label(
+                    bars, fmt="%.1f", fontsize=7, padding=1.5, zorder=4, rotation=90 if upright else 0
+                )
                 for text in labels:  # stays legible where a reference line crosses it
                     text.set_bbox({"boxstyle": "square,pad=0.08", "facecolor": "white", "edgecolor": "none",
                                    "alpha": 0.85})  # fmt: skip
@@ -234,13 +251,14 @@ def plot_metrics(
                           zorder=3, label=reference_label if k == 1 else None)  # fmt: skip
         ax.set_title(metric + (" (relaxed: target or next clip's action)" if metric.startswith("Re") else ""))
         ax.set_xticks(range(len(TOP_K)), [f"top-{k}" for k in TOP_K])
-        ax.set_ylim(0, 108)
+        ax.set_ylim(0, 118 if upright else 108)
+        ax.set_yticks(range(0, 101, 20))
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (%)")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, n + 1), fontsize=9, frameon=False)
+    # as many columns as the longest name lets fit across the figure (never cut off at its edges)
+    ncols = max(1, min(4, n + 1, 120 // (max(len(label) for label in labels) + 8)))
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
     fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
+    return fig

@@ -25,10 +25,12 @@ log = structlog.get_logger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", help="video file, rtsp://... URL, synthetic, or webrtc (the page's camera)")
-    p.add_argument("--room", default="or-1", help="operating-room id, used in MQTT topics (default or-1)")
+    p.add_argument("--source", help="video file, rtsp://... URL, synthetic, or webrtc (the page's camera) "
+                   "(default: the streams of the config's service.streams)")  # fmt: skip
+    p.add_argument("--room", default="or-1", help="operating-room id of --source, used in MQTT topics")
     p.add_argument("--broker", help="mqtt://user:pass@host:port or mqtts://... (default: embedded broker)")
-    p.add_argument("--recognizer", help="timeline:FILE[#VIDEO] or checkpoint:FILE")
+    p.add_argument("--recognizer", help="timeline:FILE[#VIDEO] or checkpoint:FILE "
+                   "(default: the config's service.recognizer)")  # fmt: skip
     add_planner_arguments(p)
     p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                    help="pace files by their timestamps like a live feed (default on)")  # fmt: skip
@@ -36,9 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bind",
         metavar="HOST:PORT",
-        help="serve the OR page (and WebRTC ingest) here, for any source (default 127.0.0.1:8080)",
+        help="turn the OR page (and WebRTC ingest) on, at this address, for every source. Without "
+        "--bind the page is on only with a webrtc source or service.web.enabled=true, at "
+        "service.web.bind (default: 127.0.0.1:8080)",
     )
-    p.add_argument("--token", help="access token for the page and /offer (generated when bound off loopback)")
+    p.add_argument("--token", help="access token for the page and /offer "
+                   "(default: none on loopback; generated and logged when bound off loopback)")  # fmt: skip
 
 
 def stream_overrides(args: argparse.Namespace) -> list[str]:

@@ -6,11 +6,16 @@ import argparse
 
 from rich.console import Console
 
+from training.commands.recipe_keys import check_required, keys_epilog
 from training.config import AppConfig
+from training.recipes import GrpoConfig
+
+REQUIRED = ("model", "sft_adapter", "data|annotations", "output_dir")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    p.epilog = keys_epilog(GrpoConfig, "training.grpo", REQUIRED, "configs/grpo-tiny.toml")
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -22,9 +27,10 @@ def _span(values: list[float], fmt: str = ".3f") -> str:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    recipe = cfg.training.grpo
+    check_required(recipe, "training.grpo", REQUIRED)  # before torch and TRL are imported
     from training.grpo import run_grpo
 
-    recipe = cfg.training.grpo
     result = run_grpo(recipe, resume=args.resume)
     console.print(
         f"GRPO: {result.steps} steps in {result.seconds:.1f} s; reward {_span(result.rewards)} "

@@ -32,6 +32,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-file", type=Path, help='{"train": [...], "test": [...]} (default: the paper\'s)')
 
 
+def grid_edge_warning(best: float, weights: tuple[float, ...]) -> str | None:
+    """A warning when the chosen λ is the smallest or largest one tried: the best may lie beyond."""
+    if len(set(weights)) < 2 or min(weights) < best < max(weights):
+        return None
+    side, way = ("largest", "larger") if best == max(weights) else ("smallest", "smaller")
+    return (
+        f"warning: λ={best:g} is the {side} weight tried; the best may be {way}: "
+        f"widen --weights and run again"
+    )
+
+
 def overrides(args: argparse.Namespace) -> list[str]:
     return flag_overrides(args, PLANNER_FLAGS)
 
@@ -74,6 +85,9 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
         test_reports[name] = score(test, ranked)
         rows.append((f"{name}, test", test_reports[name].metrics))
     console.print(metrics_table(f"{engine.name}: {engine.model} — test split", rows))
+    edge = grid_edge_warning(best, weights)
+    if edge:
+        console.print(edge, style="yellow", markup=False)
     console.print(f"set it with: --set planner.settings.fusion_weight={best:g}")
     if args.json_out:
         atomic_write_json(
@@ -81,6 +95,7 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
             {
                 "engine": f"{engine.name}: {engine.model}",
                 "winner": best,
+                "winner_on_grid_edge": edge is not None,
                 "cv": [
                     {"weight": r.weight, "metrics": {k: r.report.metrics[k] for k in metric_keys()}}
                     for r in results

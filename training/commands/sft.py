@@ -6,11 +6,16 @@ import argparse
 
 from rich.console import Console
 
+from training.commands.recipe_keys import check_required, keys_epilog
 from training.config import AppConfig
+from training.recipes import SftConfig
+
+REQUIRED = ("model", "data", "output_dir")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    p.epilog = keys_epilog(SftConfig, "training.sft", REQUIRED, "configs/sft-tiny.toml")
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -18,9 +23,10 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    recipe = cfg.training.sft
+    check_required(recipe, "training.sft", REQUIRED)  # before torch and TRL are imported
     from training.sft import run_sft
 
-    recipe = cfg.training.sft
     result = run_sft(recipe, resume=args.resume)
     first = f"{result.losses[0]:.3f}" if result.losses else "-"
     last = f"{result.losses[-1]:.3f}" if result.losses else "-"
