@@ -249,6 +249,8 @@ async function sendingStats() {
 // ---- rendering -----------------------------------------------------------------------------
 function render() {
   renderBanner();
+  renderEngine();
+  renderSource();
   renderNow();
   renderRecommendation();
   renderStrip();
@@ -275,12 +277,37 @@ function renderBanner() {
   banner.className = `banner ${kind || ""}`;
   banner.textContent = text;
   $("next-panel").classList.toggle("stale", Boolean(kind && kind !== "degraded"));
+}
+
+// Engine and model (shortened to fit, in full on hover) and the latency, which always shows.
+function renderEngine() {
+  const rec = state.rec;
   const source = rec || state.status;
-  if (source?.engine) {
-    const latency = rec?.latency_ms?.total;
-    $("engine").textContent = `${source.engine} · ${source.model || "?"}${latency != null ? ` · latency ${latency.toFixed(0)} ms` : ""}`;
-    $("engine").title = $("engine").textContent;
-  }
+  if (!source?.engine) return;
+  const name = `${source.engine} · ${source.model || "?"}`;
+  const latency = rec?.latency_ms?.total;
+  $("engine-name").textContent = name;
+  $("latency").textContent = latency != null ? `latency ${latency.toFixed(0)} ms` : "";
+  $("engine").title = latency != null ? `${name} · latency ${latency.toFixed(0)} ms` : name;
+}
+
+// A file or RTSP room: what its stream is doing, in place of the camera pills and preview.
+const STREAM_WORDS = { running: "playing", ended: "ended", stalled: "stalled", failed: "failed" };
+const STREAM_PILL = { running: "ok", ended: "idle", stalled: "bad", failed: "bad" };
+function renderSource() {
+  if (state.config?.webrtc !== false) return;
+  const stream = state.status?.stream;
+  const words = STREAM_WORDS[stream] || "waiting for the service";
+  setPill("pill-source", STREAM_PILL[stream] || "busy", `Video: ${words}`);
+  const box = $("stream-state");
+  box.dataset.state = stream || "";
+  const time = state.streamClock ? `stream time ${clock(state.streamClock.streamS)}` : "no frame yet";
+  const clip = currentClip();
+  box.replaceChildren(
+    el("span", { class: "what", text: `Video ${words}` }),
+    el("span", { class: "detail", text: "from the service's file or camera feed (not this browser)" }),
+    el("span", { class: "detail", text: `${time}${clip ? ` · clip ${clip.index + 1}` : ""}` }),
+  );
 }
 
 function currentClip() {
@@ -296,7 +323,7 @@ function renderNow() {
   node.textContent = action || "Waiting for the first clip";
   node.dataset.action = action || "";
   $("now-meta").textContent = clip
-    ? `clip ${clip.index} · since ${clock(clip.start_s)}${clip.end_s !== undefined ? ` · ended ${clock(clip.end_s)}` : ""}`
+    ? `clip ${clip.index + 1} · since ${clock(clip.start_s)}${clip.end_s !== undefined ? ` · ended ${clock(clip.end_s)}` : ""}`
     : "\u00a0";
 }
 
@@ -328,7 +355,7 @@ function renderRecommendation() {
   }
   const at = new Date(rec.time).toLocaleTimeString();
   const seen = basisText(rec.basis);
-  $("rec-meta").textContent = `after clip ${rec.clip.index} (${rec.current_action})${seen ? ` · ${seen}` : ""} · ${at} · ${rec.engine}${rec.degraded ? " (degraded)" : ""}`;
+  $("rec-meta").textContent = `during clip ${rec.clip.index + 1} (${rec.current_action})${seen ? ` · ${seen}` : ""} · ${at} · ${rec.engine}${rec.degraded ? " (degraded)" : ""}`;
 }
 
 function renderStrip() {
@@ -370,9 +397,11 @@ async function main() {
   $("room").textContent = `room ${config.room}`;
   document.title = `llm-sap · ${config.room}`;
   connectEvents();
-  if (!config.webrtc) {
-    $("controls").hidden = true;
-    $("preview-empty").textContent = "Monitoring: this room's video comes from a file or a camera feed";
+  if (!config.webrtc) { // the video is the service's own (file, RTSP): no camera here
+    for (const id of ["controls", "preview-wrap", "video-stats", "pill-camera", "pill-link"]) $(id).hidden = true;
+    $("pill-source").hidden = false;
+    $("stream-state").hidden = false;
+    render();
   } else {
     $("btn-camera").onclick = () => share("camera");
     $("btn-screen").onclick = () => share("screen");
