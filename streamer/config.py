@@ -26,6 +26,9 @@ class MqttConfig(Section):
     # (a broker restart, a network blip): no false "offline"; a dead service shows offline this late
     will_delay_s: int = Field(5, ge=0, le=300)
     client_id_prefix: str = "llm-sap"
+    # the embedded broker's loopback port (without `broker`): 1883, or a free port (one warning line)
+    # when 1883 is taken; 0 = always a free port
+    embedded_port: int = Field(1883, ge=0, le=65535)
 
 
 class WebConfig(Section):

@@ -17,6 +17,7 @@ from planner.planner import Planner
 from planner.prior import SequencePrior
 from streamer.config import ServiceConfig, StreamConfig
 from streamer.mqtt.broker import EmbeddedBroker
+from streamer.mqtt.url import parse_broker_url, watch_commands
 from streamer.service import Service
 from streamer.sources.base import FrameSource
 from streamer.sources.synthetic import SyntheticSource
@@ -58,8 +59,11 @@ async def run_demo(
     room: str = "demo",
     planner_config: PlannerConfig | None = None,
 ) -> dict[str, Any]:
-    broker = EmbeddedBroker()
+    broker = EmbeddedBroker(port=cfg.mqtt.embedded_port, fallback=True)
     url = await broker.start()
+    mosquitto_sub, _ = watch_commands(parse_broker_url(url), room)
+    hint = f"watch it from another terminal too: {mosquitto_sub}"
+    console.print(hint, style="dim", markup=False, highlight=False)
     try:
         if video is None:
             rows = synthetic_procedure(prior)

@@ -288,6 +288,10 @@ class StreamPipeline:
             event, stamps = item
             self.state.clip_events += 1
             self._emit(self.topics.clip, self.payloads.clip(event, stamps), retain=False)
+            ended = isinstance(event, ClipEnded)
+            log.info("stream.clip", room=self.room, what="ended" if ended else "started",
+                     clip=event.index + 1, action=event.action,
+                     at_s=round(event.end_s if ended else event.start_s, 1))  # fmt: skip
             if isinstance(event, ClipStarted):
                 self.memory = self.memory.start_clip(event.action, event.start_s)
                 self._clip, self._clip_open, self._caption = event, True, None
@@ -484,6 +488,11 @@ class StreamPipeline:
                 self.latency.add("refresh", (stamps["published"] - stamps["refresh_requested"]) * 1000)
         message = self._emit(self.topics.recommendation, payload, retain=False)
         self._send(message.copy_to(self.topics.current))  # the retained latest: the same bytes
+        latency = payload.get("latency_ms", {}).get("total")
+        log.info("stream.recommendation", room=self.room, clip=request.clip.index + 1,
+                 current=rec.current_action, top3=[f"{s.action} {s.score:.2f}" for s in rec.ranked[:3]],
+                 latency_ms=None if latency is None else round(latency, 1),
+                 kind="text" if refresh else request.basis.trigger, engine=rec.engine)  # fmt: skip
 
     def _emit(self, topic: str, payload: dict[str, Any], *, retain: bool) -> Outgoing:
         message = outgoing(topic, payload, retain=retain)  # encoded once, for every sink

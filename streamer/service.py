@@ -25,7 +25,7 @@ from streamer.exceptions import StreamerError
 from streamer.messages import Outgoing, outgoing
 from streamer.mqtt.outbox import OutMessage
 from streamer.mqtt.publisher import MqttPublisher
-from streamer.mqtt.url import BrokerSettings, parse_broker_url
+from streamer.mqtt.url import BrokerSettings, parse_broker_url, watch_commands
 from streamer.payloads import PayloadFactory, Topics
 from streamer.pipeline import PayloadSink, PipelineSettings, StreamPipeline, StreamState
 from streamer.recognizers import create_recognizer
@@ -229,10 +229,13 @@ class Service:
         if self.broker_url is None:
             from streamer.mqtt.broker import EmbeddedBroker
 
-            self._embedded = EmbeddedBroker()
+            self._embedded = EmbeddedBroker(port=self.cfg.mqtt.embedded_port, fallback=True)
             self.broker_url = await self._embedded.start()
             self._embedded_protocol = True
             log.info("service.embedded_broker", url=self.broker_url)
+        for stream in self.cfg.streams:  # how a person watches what this service publishes
+            mosquitto_sub, llm_sap_watch = watch_commands(self._broker_settings(), stream.room)
+            log.info("service.watch", room=stream.room, mosquitto_sub=mosquitto_sub, llm_sap=llm_sap_watch)
         try:
             await self._start_web()
             self.runs = [self._build(s) for s in self.cfg.streams]

@@ -1,4 +1,4 @@
-"""A terminal view of one room, as an MQTT subscriber sees it (used by ``llm-sap demo``).
+"""A terminal view of one room, as an MQTT subscriber sees it (``llm-sap demo`` and ``llm-sap watch``).
 
 Formatting is pure (``format_message``); ``watch`` is the subscriber loop.
 """
@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from streamer.mqtt.url import parse_broker_url
+from streamer.mqtt.url import BrokerSettings, parse_broker_url
 from streamer.payloads import Topics
 
 _ACTION_STYLE = {
@@ -98,17 +98,23 @@ def format_status(payload: dict[str, Any], previous: dict[str, Any] | None = Non
 
 
 async def watch(
-    broker_url: str,
+    broker: str | BrokerSettings,
     room: str,
     console: Console,
     *,
     ready: asyncio.Event | None = None,
     until: Callable[[dict[str, Any]], bool] | None = None,
 ) -> int:
-    """Print every message of ``room`` until ``until(payload)`` is true; return the count."""
+    """Print every message of ``room`` until ``until(payload)`` is true; return the count.
+    ``broker``: a URL, or settings with credentials and TLS. MQTT 3.1.1: any broker speaks it."""
+    import uuid
+
     import aiomqtt
 
-    settings = parse_broker_url(broker_url)
+    from streamer.mqtt.publisher import tls_context
+
+    settings = parse_broker_url(broker) if isinstance(broker, str) else broker
+    tls = tls_context(settings)
     topics = Topics(room)
     count = 0
     shown_status: dict[str, Any] | None = None
@@ -118,7 +124,9 @@ async def watch(
         username=settings.username,
         password=settings.password,
         protocol=aiomqtt.ProtocolVersion.V311,
-        identifier=f"llm-sap-monitor-{room}",
+        identifier=f"llm-sap-watch-{room}-{uuid.uuid4().hex[:8]}",
+        tls_context=tls,
+        tls_insecure=settings.tls_insecure if tls else None,
     ) as client:
         await client.subscribe(f"{topics.recommendation.rsplit('/', 1)[0]}/#", qos=1)
         if ready is not None:

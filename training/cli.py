@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the split's videos through the live pipeline, scored with the paper's metrics",
     ),
     "demo": ("streamer.commands.demo", "the whole system on embedded defaults, watched from the terminal"),
+    "watch": ("streamer.commands.watch", "what the assistant publishes for a room, from any MQTT broker"),
     "tiny-model": ("training.commands.tiny_model", "build a tiny random Qwen2 / Qwen2-VL checkpoint locally"),
     "distill": ("training.commands.distill", "teacher answers for the training samples, verified, as chats"),
     "sft": ("training.commands.sft", "LoRA SFT (TRL) on distilled chats: --config FILE [--resume]"),

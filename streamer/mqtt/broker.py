@@ -7,6 +7,7 @@ No persistence and no offline queues for anonymous clients: production uses mosq
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 
 import structlog
@@ -14,10 +15,30 @@ import structlog
 log = structlog.get_logger("streamer.mqtt")
 
 
-class EmbeddedBroker:
-    """``url = await EmbeddedBroker().start()`` … ``await broker.stop()``. ``port=0``: a free port."""
+#: the embedded broker's port unless configured (``service.mqtt.embedded_port``): MQTT's own
+DEFAULT_PORT = 1883
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (as asyncio binds it: SO_REUSEADDR on POSIX)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        if hasattr(socket, "SO_REUSEADDR"):
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class EmbeddedBroker:
+    """``url = await EmbeddedBroker().start()`` … ``await broker.stop()``. ``port=0``: a free port.
+
+    ``fallback``: when ``port`` is taken (another broker, a second service), take a free port
+    instead and say so in one warning line, rather than fail."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, fallback: bool = False) -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
@@ -28,6 +49,7 @@ class EmbeddedBroker:
             raise ValueError(f"embedded broker port must be 0..65535, got {port}")
         self.host = host
         self.port = port
+        self.fallback = fallback
         self._broker: Any = None
 
     @property
@@ -42,6 +64,9 @@ class EmbeddedBroker:
         # Imported here: only the demo and setups without a configured broker need amqtt.
         from amqtt.broker import Broker  # type: ignore[import-untyped]
 
+        taken = None
+        if self.port and self.fallback and not port_is_free(self.host, self.port):
+            taken, self.port = self.port, 0
         bind = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         broker = Broker(
             {
@@ -55,7 +80,12 @@ class EmbeddedBroker:
             # amqtt has no public accessor for the bound port (pinned amqtt 0.12).
             sockets = broker._servers["default"].instance.sockets
             self.port = int(sockets[0].getsockname()[1])
-        log.info("mqtt_embedded_broker_started", port=self.port)
+        if taken is not None:  # one line: which port, and why not the usual one
+            log.warning("mqtt_embedded_broker_started", port=self.port, wanted=taken,
+                        reason=f"port {taken} is in use (another broker?)",
+                        setting="service.mqtt.embedded_port")  # fmt: skip
+        else:
+            log.info("mqtt_embedded_broker_started", port=self.port)
         return self.url
 
     async def stop(self) -> None:

@@ -6,6 +6,7 @@ Passwords never appear in ``repr``, logs or error messages (they are masked as `
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -100,3 +101,29 @@ def parse_broker_url(url: str) -> BrokerSettings:
         password=password,
         tls=parts.scheme == "mqtts",
     )
+
+
+def watch_commands(settings: BrokerSettings, room: str) -> tuple[str, str]:
+    """Commands a person can paste to watch a room: ``mosquitto_sub`` (Debian's mosquitto-clients)
+    and ``llm-sap watch``. The password is never printed: ``$MQTT_PASSWORD`` stands for it (both
+    commands read it from there)."""
+    q = shlex.quote
+    topic = q(f"llm-sap/v1/{room}/#")
+    sub = ["mosquitto_sub", "-h", q(settings.host), "-p", str(settings.port), "-t", topic, "-v"]
+    if settings.username is not None:
+        sub += ["-u", q(settings.username)]
+        if settings.password is not None:
+            sub += ["-P", '"$MQTT_PASSWORD"']
+    if settings.tls:
+        sub += ["--cafile", q(settings.ca_file)] if settings.ca_file else ["--capath", "/etc/ssl/certs"]
+        if settings.tls_insecure:
+            sub.append("--insecure")
+    scheme = "mqtts" if settings.tls else "mqtt"
+    user = f"{settings.username}@" if settings.username is not None else ""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    watch = ["llm-sap", "watch", "--broker", q(f"{scheme}://{user}{host}:{settings.port}"), "--room", q(room)]
+    if settings.ca_file:
+        watch += ["--ca-file", q(settings.ca_file)]
+    if settings.tls_insecure:
+        watch.append("--tls-insecure")
+    return " ".join(sub), " ".join(watch)
