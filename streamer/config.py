@@ -112,6 +112,8 @@ class ServiceConfig(Section):
     streams: tuple[StreamConfig, ...] = ()
     recognizer: str | None = None  # timeline:FILE[#VIDEO] or checkpoint:FILE
     recognizer_rate_hz: float = Field(2.0, gt=0, le=60)
+    # a checkpoint trained on synthetic frames is refused on real video (file, RTSP, WebRTC) unless true
+    force_recognizer: bool = False
     realtime: bool = True  # pace files by their timestamps, like a live feed
     frame_size: int = Field(DEFAULT_FRAME_SIZE, ge=16, le=1024)
     segmenter: SegmenterSettings = SegmenterSettings()  # for a pixel recognizer (noisy probabilities)

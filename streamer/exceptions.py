@@ -35,3 +35,7 @@ class StreamFailedError(StreamerError):
 
 class UnknownRecognizerError(StreamerError, ValueError):
     """A recognizer spec that is neither timeline:FILE[#VIDEO] nor checkpoint:FILE."""
+
+
+class RecognizerError(StreamerError):
+    """A recognizer broke its contract while running (a plugin's ``predict`` output)."""

@@ -62,7 +62,13 @@ async def replay(
         "session_id": run.pipeline.payloads.session_id,
         "broker": service.broker_url and _mask(service.broker_url),
         "planner": {"engine": run.pipeline.planner.engine.name, "model": run.pipeline.planner.engine.model},
-        "recognizer": {"name": run.pipeline.recognizer.name, "rate_hz": run.pipeline.recognizer.rate_hz},
+        "recognizer": {
+            "name": run.pipeline.recognizer.name,
+            "spec": stream.recognizer,
+            "checkpoint": getattr(run.pipeline.recognizer, "checkpoint", None),
+            "trained_on": getattr(run.pipeline.recognizer, "trained_on", None),
+            "rate_hz": run.pipeline.recognizer.rate_hz,
+        },
         "segmenter": dict(vars(run.pipeline.segmenter.settings)),
         "frames": {
             "decoded": stats.decoded,

@@ -132,7 +132,15 @@ class Service:
             raise StreamerError(
                 f"room {stream.room}: no recognizer (give --recognizer timeline:FILE or checkpoint:FILE)"
             )
-        return create_recognizer(spec, self.cfg.recognizer_rate_hz)
+        recognizer = create_recognizer(spec, self.cfg.recognizer_rate_hz)
+        trained_on = getattr(recognizer, "trained_on", None)
+        if trained_on == "synthetic" and stream.source != "synthetic" and not self.cfg.force_recognizer:
+            raise StreamerError(
+                f"room {stream.room}: recognizer {spec} was trained on synthetic frames and would guess on "
+                f"real video ({stream.source}); train it on real frames, or force it with --force-recognizer "
+                "(service.force_recognizer=true)"
+            )
+        return recognizer
 
     def _broker_settings(self) -> BrokerSettings:
         assert self.broker_url is not None

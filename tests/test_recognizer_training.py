@@ -255,9 +255,12 @@ def test_replay_runs_with_the_trained_checkpoint(
     report_path = tmp_path / "replay.json"
     argv = ["replay", str(video), "--timeline", str(timeline), "--recognizer", f"checkpoint:{checkpoint}",
             "--report", str(report_path)]  # fmt: skip
-    assert main(argv) == 0
+    assert main(argv) == 2  # a video file: trained on synthetic frames, refused unless forced
+    assert main([*argv, "--force-recognizer"]) == 0  # this file is synthetic frames
     report = json.loads(report_path.read_text())
     assert report["recognizer"]["name"] == "checkpoint"
+    assert report["recognizer"]["checkpoint"] == str(checkpoint)
+    assert report["recognizer"]["trained_on"] == "synthetic"
     comparison = report["clips"]["comparison"]
     # measured: 3 of 3 clips found, onset error 0.04 s mean, time agreement 0.998
     assert comparison["true_clips"] == 3 and comparison["matched"] == 3 and comparison["extra"] == 0

@@ -263,6 +263,8 @@ def write_recognizer_checkpoint(
         "trained_by": "llm-sap train-recognizer",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data_source": data.source,
+        # the service refuses a synthetic-trained recognizer on real video unless forced
+        "trained_on": "synthetic" if data.source.startswith("synthetic:") else "real",
         "classes_seen": result.class_counts,
         "train_frames": result.train_frames,
         "train_videos": [v for v in data.video_names if v not in held],

@@ -27,13 +27,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeline", required=True, help="CSV start_s,action or total_video_info.json#VIDxx")
     p.add_argument("--broker", help="mqtt://... (default: embedded broker)")
     p.add_argument("--room", default="replay", help="room id for the MQTT topics (default replay)")
-    p.add_argument("--recognizer", help="use this recognizer instead of the timeline oracle")
+    p.add_argument("--recognizer", help="checkpoint:FILE or plugin:MODULE:CLASS instead of the timeline "
+                   "oracle (default: the oracle, timeline:TIMELINE)")  # fmt: skip
+    p.add_argument("--force-recognizer", action="store_true", default=None,
+                   help="use a checkpoint trained on synthetic frames on this real video anyway")  # fmt: skip
     add_planner_arguments(p)
     p.add_argument("--report", type=Path, help="write the report as JSON")
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    return flag_overrides(args, {**PLANNER_FLAGS, "broker": "service.mqtt.broker"})
+    keys = {**PLANNER_FLAGS, "broker": "service.mqtt.broker", "force_recognizer": "service.force_recognizer"}
+    return flag_overrides(args, keys)
 
 
 def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
@@ -74,6 +78,9 @@ def summary_table(report: dict) -> Table:  # type: ignore[type-arg]
     f, c = report["frames"], report["clips"]["comparison"]
     t.add_row("video / wall", f"{report['video_s']:.1f} s in {report['wall_s']:.2f} s "
               f"= {report['realtime_factor']}x real time")  # fmt: skip
+    r = report["recognizer"]
+    trained = f", trained on {r['trained_on']} frames" if r.get("trained_on") else ""
+    t.add_row("recognizer", f"{r['spec']}{trained}, {r['rate_hz']:g} Hz")
     t.add_row("frames", f"decoded {f['decoded']}, processed {f['processed']}, dropped {f['dropped']}")
     t.add_row("clips", f"found {c['found_clips']}, true {c['true_clips']}, matched {c['matched']}, "
               f"onset error {c['onset_error_s']['mean_abs']} s")  # fmt: skip

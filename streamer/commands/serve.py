@@ -29,8 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the streams of the config's service.streams)")  # fmt: skip
     p.add_argument("--room", default="or-1", help="operating-room id of --source, used in MQTT topics")
     p.add_argument("--broker", help="mqtt://user:pass@host:port or mqtts://... (default: embedded broker)")
-    p.add_argument("--recognizer", help="timeline:FILE[#VIDEO] or checkpoint:FILE "
+    p.add_argument("--recognizer", help="timeline:FILE[#VIDEO], checkpoint:FILE or plugin:MODULE:CLASS "
                    "(default: the config's service.recognizer)")  # fmt: skip
+    p.add_argument("--force-recognizer", action="store_true", default=None,
+                   help="use a checkpoint trained on synthetic frames on real video anyway")  # fmt: skip
     add_planner_arguments(p)
     p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                    help="pace files by their timestamps like a live feed (default on)")  # fmt: skip
@@ -54,6 +56,7 @@ def stream_overrides(args: argparse.Namespace) -> list[str]:
         **PLANNER_FLAGS,
         "broker": "service.mqtt.broker",
         "recognizer": "service.recognizer",
+        "force_recognizer": "service.force_recognizer",
         "realtime": "service.realtime",
         "bind": "service.web.bind",
         "token": "service.web.token",

@@ -1,5 +1,6 @@
-"""Recognizers, chosen by spec through the plugin registry: ``timeline:FILE[#VIDEO]`` or
-``checkpoint:FILE``; each implementation is imported only when chosen."""
+"""Recognizers, chosen by spec through the plugin registry: ``timeline:FILE[#VIDEO]``,
+``checkpoint:FILE``, or your own, ``plugin:MODULE:FACTORY[:ARG]`` / ``plugin:ENTRY_POINT`` (the contract:
+``streamer/recognizers/plugin.py``); each implementation is imported only when chosen."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ RECOGNIZERS = PluginRegistry(
     {
         "timeline": "streamer.recognizers.timeline:create",
         "checkpoint": "streamer.recognizers.frame_model:create",
+        "plugin": "streamer.recognizers.plugin:create",
     },
     error=UnknownRecognizerError,
 )
@@ -25,7 +27,8 @@ def create_recognizer(spec: str, rate_hz: float = 2.0) -> Recognizer:
     parsed = RECOGNIZERS.parse(spec)
     if not parsed.arg:
         raise UnknownRecognizerError(
-            f"recognizer {spec!r} needs an argument: timeline:FILE[#VIDEO] or checkpoint:FILE"
+            f"recognizer {spec!r} needs an argument: timeline:FILE[#VIDEO], checkpoint:FILE or "
+            "plugin:MODULE:FACTORY"
         )
     factory = RECOGNIZERS.load(parsed.name)
     return factory(parsed.arg, rate_hz)

@@ -106,6 +106,9 @@ class FrameClassifierRecognizer:
         self.std = list(config["std"])
         self.rate_hz = rate_hz
         self.source = source
+        self.checkpoint = source or None
+        self.meta: dict[str, Any] = dict(config.get("meta") or {})
+        self.trained_on = trained_on(self.meta)
 
     @classmethod
     def load(cls, path: Path | str, rate_hz: float = 2.0) -> FrameClassifierRecognizer:
@@ -146,6 +149,18 @@ class FrameClassifierRecognizer:
             x = preprocess([f.image for f in frames], self.input_size, self.mean, self.std)
             probs = torch.softmax(self.model(x), dim=-1).tolist()
         return [dict(zip(ACTIONS, row, strict=True)) for row in probs]
+
+
+def trained_on(meta: dict[str, Any]) -> str | None:
+    """ "synthetic" or "real": what a checkpoint's frames were (its meta's ``trained_on``, or, for
+    checkpoints written before that key, its ``data_source``); None when the meta does not say."""
+    said = meta.get("trained_on")
+    if said in ("synthetic", "real"):
+        return str(said)
+    source = meta.get("data_source")
+    if isinstance(source, str) and source:
+        return "synthetic" if source.startswith("synthetic:") else "real"
+    return None
 
 
 def create(arg: str, rate_hz: float) -> FrameClassifierRecognizer:
