@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.engines.base import EngineSettings
+from planner.logs import configure_logging
 from planner.memory import NHFMemory
 from planner.prior import packaged_prior
 from planner.prompts import APPrompts
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, dest="json_out", help="write the figures as JSON")
     args = p.parse_args(argv)
+    configure_logging("console", "warning")  # the numbers, not other libraries' warnings and bars
     tiny = args.size == "tiny" if args.model is None else _hidden_size(args.model) < 512
     repeats = args.repeats or (30 if tiny else 5)
     gen_tokens = args.gen_tokens or (64 if tiny else 16)
