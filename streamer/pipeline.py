@@ -99,6 +99,7 @@ class StreamState:
     texts: int = 0  # rationale texts published
     late_texts: int = 0  # texts past text_deadline_s (dropped)
     dropped_texts: int = 0  # texts for a clip that had ended or a ranking already replaced
+    unparsed_texts: int = 0  # texts in time that did not parse as a structured response (not published)
     captions: int = 0  # captions received for the running clip
     stale_plans: int = 0
     last_pts_s: float = 0.0
@@ -434,7 +435,10 @@ class StreamPipeline:
             if target is None:
                 self.state.dropped_texts += 1
                 continue
-            if explained.response is not None:
+            if explained.response is None:
+                self.state.unparsed_texts += 1
+                log.info("stream.text_unparsed", room=self.room, clip=request.clip.index)
+            else:
                 self.latency.add("text", (time.time() - started) * 1000)
                 shown_request, shown = target
                 stamps = {**shown_request.stamps, "planned": time.time()}

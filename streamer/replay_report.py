@@ -133,7 +133,12 @@ def live_summary(
             "latency_ms": latency.get("caption", {"n": 0}),
             "worker": captions.summary() if captions is not None else None,
         },
-        "texts": {"published": state.texts, "late": state.late_texts, "dropped": state.dropped_texts},
+        "texts": {
+            "published": state.texts,
+            "late": state.late_texts,
+            "dropped": state.dropped_texts,
+            "unparsed": state.unparsed_texts,
+        },
         "plan_rank_ms": latency.get("plan_rank", {"n": 0}),
         "refresh_ms": latency.get("refresh", {"n": 0}),
     }
