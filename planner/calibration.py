@@ -40,7 +40,7 @@ def _scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
         logs = np.log(probs) / temperature
     logs -= logs.max(axis=1, keepdims=True)
     exp = np.exp(logs)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
 def nll(probs: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:

@@ -60,10 +60,12 @@ class Forest:
     leaf: np.ndarray  # (n_trees, n_nodes) bool
     value: np.ndarray  # (n_trees, n_nodes) float
     depth: int
+    #: real (unpadded) node count of each tree; padding nodes are leaves with value 0
+    count: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Summed leaf values per class plus the baseline (the trees' raw prediction)."""
-        return self.raw_batch(np.asarray(x, dtype=float)[None, :])[0]
+        return np.asarray(self.raw_batch(np.asarray(x, dtype=float)[None, :])[0])
 
     def raw_batch(self, x: np.ndarray) -> np.ndarray:
         """``raw`` for each row of ``x`` at once: all trees walked together, one level per step."""
@@ -114,14 +116,9 @@ class Forest:
             ],
         }
 
-    @property
-    def count(self) -> np.ndarray:
-        """Real (unpadded) node count of each tree: padding nodes are leaves pointing at 0 with value 0."""
-        return self._count
-
     @classmethod
     def from_trees(
-        cls, baseline: Sequence[float], trees: Sequence[tuple[int, Sequence[Sequence[float]]]]
+        cls, baseline: Sequence[float] | np.ndarray, trees: Sequence[tuple[int, Sequence[Sequence[float]]]]
     ) -> Forest:
         """``trees``: (class, nodes); a node is [feature, threshold, missing_left, left, right, leaf,
         value]."""
@@ -162,9 +159,7 @@ class Forest:
         ):
             raise LearnedModelError("the forest has a node pointing outside its tree or features")
         depth = _max_depth(arrays["left"], arrays["right"], arrays["leaf"])
-        forest = cls(np.asarray(baseline, dtype=float), classes, depth=depth, **arrays)
-        object.__setattr__(forest, "_count", counts)
-        return forest
+        return cls(np.asarray(baseline, dtype=float), classes, depth=depth, count=counts, **arrays)
 
 
 def _max_depth(left: np.ndarray, right: np.ndarray, leaf: np.ndarray) -> int:
@@ -248,7 +243,7 @@ class LearnedModel:
 
     def logits(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
         """The model's raw class scores for one feature vector (before temperature and masking)."""
-        return self.logits_batch(np.asarray(x, dtype=float)[None, :])[0]
+        return np.asarray(self.logits_batch(np.asarray(x, dtype=float)[None, :])[0])
 
     def logits_batch(self, x: np.ndarray) -> np.ndarray:
         """``logits`` for each row of ``x``."""

@@ -124,7 +124,7 @@ def _scale(p: np.ndarray, temperature: float) -> np.ndarray:
         logs = np.log(p) / temperature
     logs -= logs[np.isfinite(logs)].max()
     out = np.exp(logs)
-    return out / out.sum()
+    return np.asarray(out / out.sum())
 
 
 def _prior_family(settings: PriorSettings) -> Callable[[list[Row]], Predictor]:
@@ -157,7 +157,7 @@ def fit_scaling(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_logreg(rows: Sequence[Row], c: float, temperature: float = 1.0, **meta: Any) -> LearnedModel:
     """A multinomial logistic regression on ``rows`` (deterministic: lbfgs from zeros)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
     x, y = _matrix(rows)
     mean, scale = fit_scaling(x)
@@ -169,7 +169,7 @@ def fit_logreg(rows: Sequence[Row], c: float, temperature: float = 1.0, **meta: 
     for row, cls in enumerate(clf.classes_):
         coef[cls] = clf.coef_[row]
         intercept[cls] = clf.intercept_[row]
-    import sklearn
+    import sklearn  # type: ignore[import-untyped]
 
     settings = {"C": c, "solver": "lbfgs", "penalty": "l2", "max_iter": 5000, "tol": 1e-8,
                 "sklearn": sklearn.__version__}  # fmt: skip
@@ -220,7 +220,7 @@ def fit_gboost(rows: Sequence[Row], temperature: float = 1.0, **meta: Any) -> Le
     """Gradient-boosted trees (scikit-learn), exported node by node into a ``Forest`` (JSON-safe);
     checked to predict exactly what scikit-learn predicts on the training rows."""
     import sklearn
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier  # type: ignore[import-untyped]
 
     x, y = _matrix(rows)
     clf = HistGradientBoostingClassifier(**GBOOST_SETTINGS).fit(x, y)
