@@ -254,3 +254,17 @@ def test_a_bad_split_file_is_exit_2(
         code = main([command, "--annotations", str(annotations_path), "--split-file", str(split)])
         assert code == 2
         assert message in capsys.readouterr().err
+
+
+def test_compare_rows_with_the_learned_planner(annotations_path: Path, tmp_path: Path) -> None:
+    from training.compare import parse_compare_spec
+    from training.exceptions import UsageError
+
+    with pytest.raises(UsageError, match="not fused"):
+        parse_compare_spec("x=learned+prior")
+    out = tmp_path / "compare.json"
+    argv = ["evaluate", "--annotations", str(annotations_path), "--compare", "prior=prior",
+            "--compare", f"learned=learned:{SHIPPED}", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["learned"]["engine"] == "learned" and rows["learned"]["metrics"]["SLAcc@1"] == 64.91

@@ -79,6 +79,8 @@ def parse_compare_spec(text: str) -> CompareSpec:
         raise UsageError(f"{where}: '@' must be followed by an adapter folder")
     if engine_name == "prior" and (at or fused):
         raise UsageError(f"{where}: the prior engine takes no adapter and is not fused with itself")
+    if engine_name == "learned" and (at or fused):
+        raise UsageError(f"{where}: the learned planner takes no adapter and is not fused (it ranks alone)")
     weight = None
     if weight_text is not None:
         try:
