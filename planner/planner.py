@@ -9,6 +9,7 @@ instead of timing out on every clip.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -137,10 +138,35 @@ class Planner:
         llm_log: dict[str, float] | None = None
         if degraded_reason is None:
             llm_log, degraded_reason = self._rank_with_deadline(memory)
-        if llm_log is None:
-            return self._build(memory, softmax(prior_log), t0, degraded_reason or "engine failed")
-        probs = fuse(_exclude(llm_log, memory.current_action), prior_log, self.settings.fusion_weight)
-        return self._build(memory, probs, t0)
+        return self._finish(memory, prior_log, llm_log, degraded_reason, t0)
+
+    async def recommend_async(self, memory: NHFMemory) -> Recommendation:
+        """``recommend`` for an event loop, with one thread hop: an instant engine ranks inline (no
+        hop); a model engine's request goes straight to the engine worker's thread and the loop
+        awaits it under the same deadline. The prior, the fusion and the fallback (pure, cheap) run
+        on the calling loop; failures, cool-down and degraded results as in ``recommend``."""
+        if self._inline:
+            return self.recommend(memory)
+        assert self._worker is not None
+        t0 = time.perf_counter()
+        prior_log = self.prior.log_scores(memory.history)
+        degraded_reason = self._unavailable_reason()
+        llm_log: dict[str, float] | None = None
+        if degraded_reason is None:
+            future = self._worker.submit(memory)
+            try:
+                scores = await asyncio.wait_for(asyncio.wrap_future(future), self.settings.deadline_s)
+            except TimeoutError:
+                future.cancel()
+                llm_log, degraded_reason = None, self._missed_deadline()
+            except asyncio.CancelledError:
+                future.cancel()  # never scored once its caller is gone
+                raise
+            except Exception as exc:
+                llm_log, degraded_reason = None, self._engine_failed(exc)
+            else:
+                llm_log, degraded_reason = self._accept(scores)
+        return self._finish(memory, prior_log, llm_log, degraded_reason, t0)
 
     def explain(self, memory: NHFMemory, recommendation: Recommendation) -> Recommendation:
         """Generate, parse and attach the structured response (the slow, optional part)."""
@@ -197,10 +223,34 @@ class Planner:
             scores = future.result(timeout=self.settings.deadline_s)
         except FutureTimeout:
             future.cancel()
-            return None, self._record_failure(f"engine missed its {self.settings.deadline_s:g} s deadline")
-        except Exception as exc:  # any engine failure degrades to the prior, with its traceback logged
-            log.warning("planner.engine_failed", engine=self.engine.name, exc_info=True)
-            return None, self._record_failure(f"engine failed: {type(exc).__name__}: {exc}")
+            return None, self._missed_deadline()
+        except Exception as exc:
+            return None, self._engine_failed(exc)
+        return self._accept(scores)
+
+    def _finish(
+        self,
+        memory: NHFMemory,
+        prior_log: Mapping[str, float],
+        llm_log: Mapping[str, float] | None,
+        degraded_reason: str | None,
+        t0: float,
+    ) -> Recommendation:
+        """The engine's scores fused with the prior, or the prior alone (degraded) without them."""
+        if llm_log is None:
+            return self._build(memory, softmax(prior_log), t0, degraded_reason or "engine failed")
+        probs = fuse(_exclude(llm_log, memory.current_action), prior_log, self.settings.fusion_weight)
+        return self._build(memory, probs, t0)
+
+    def _missed_deadline(self) -> str:
+        return self._record_failure(f"engine missed its {self.settings.deadline_s:g} s deadline")
+
+    def _engine_failed(self, exc: BaseException) -> str:
+        """Any engine failure degrades to the prior, with its traceback logged."""
+        log.warning("planner.engine_failed", engine=self.engine.name, exc_info=exc)
+        return self._record_failure(f"engine failed: {type(exc).__name__}: {exc}")
+
+    def _accept(self, scores: dict[str, float]) -> tuple[dict[str, float] | None, str | None]:
         if set(scores) != set(ACTIONS):
             return None, self._record_failure("engine returned scores for the wrong actions")
         self._failures = 0

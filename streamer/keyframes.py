@@ -91,9 +91,15 @@ class KeyframeSampler:
         if changed:
             self.version += 1
 
+    def due(self, pts_s: float) -> bool:
+        """Whether a frame at ``pts_s`` would be kept: ask before converting a frame to offer it."""
+        return not (
+            self.clip_index is None or pts_s + _EPS < self.clip_start_s or pts_s + _EPS < self._next_due
+        )
+
     def offer(self, pts_s: float, image: np.ndarray) -> bool:
         """A decoded frame of the running clip; True when it was kept (the set changed)."""
-        if self.clip_index is None or pts_s + _EPS < self.clip_start_s or pts_s + _EPS < self._next_due:
+        if not self.due(pts_s):
             return False
         self._admit(Keyframe(pts_s, self._downscale(image)))
         self.admitted += 1

@@ -244,7 +244,17 @@ def _next_in(
 
 
 #: Wall-clock stamps, in pipeline order; latency of a stage = its stamp minus the previous one.
-STAGES: tuple[str, ...] = ("captured", "decoded", "recognized", "segmented", "planned", "published")
+#: ``plan_requested``: the clip's memory and basis built, the plan queued (``planned`` minus the
+#: ranking's own time is the hop to the engine and back)
+STAGES: tuple[str, ...] = (
+    "captured",
+    "decoded",
+    "recognized",
+    "segmented",
+    "plan_requested",
+    "planned",
+    "published",
+)
 
 
 def latencies_ms(stamps: Mapping[str, float]) -> dict[str, float]:

@@ -2,8 +2,9 @@
 
 Stages run as asyncio tasks joined by queues with declared policies:
 - frames: the source's one-slot box, newest wins (lossless in replay);
-- keyframes: every decoded frame is offered to the running clip's ``KeyframeSampler`` (no second
-  decode): at most ``planner.memory.max_keyframes``, spread over the clip, downscaled once;
+- keyframes: a decoded frame the running clip's ``KeyframeSampler`` wants (no second decode) is
+  converted once at the sampler's size, off the loop: at most ``planner.memory.max_keyframes``,
+  spread over the clip. Frames no stage uses are never converted to RGB;
 - recognizer: at most ``rate_hz`` frames per stream second, in this stream's worker thread;
 - clip events: a bounded queue that is never dropped from (the ingest task waits instead);
 - captions (IndirNHFM): the process's caption worker, latest request per room wins; a caption
@@ -190,7 +191,6 @@ class StreamPipeline:
         self._plans: LatestWinsMailbox[_PlanRequest] = LatestWinsMailbox()
         # one worker thread per stage per stream: a slow stream never holds another's threads
         self._recognize_pool = ThreadPoolExecutor(1, thread_name_prefix=f"recognize-{room}")
-        self._plan_pool = ThreadPoolExecutor(1, thread_name_prefix=f"plan-{room}")
         self._text_pool = ThreadPoolExecutor(1, thread_name_prefix=f"text-{room}")
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -213,7 +213,6 @@ class StreamPipeline:
                 await asyncio.gather(self._text_task, return_exceptions=True)
                 self.state.dropped_texts += 1 + (self._text_pending is not None)
             self._recognize_pool.shutdown(wait=False, cancel_futures=True)
-            self._plan_pool.shutdown(wait=False, cancel_futures=True)
             self._text_pool.shutdown(wait=False, cancel_futures=True)
         failed = self.source.stats.failed
         self.state.stream = "failed" if failed else "ended"
@@ -254,7 +253,10 @@ class StreamPipeline:
         try:
             while (frame := await self.source.next_frame()) is not None:
                 self.state.last_pts_s = frame.pts_s
-                self.keyframes.offer(frame.pts_s, frame.image)  # cheap unless due (one per interval)
+                if self.keyframes.due(frame.pts_s):  # one per interval: converted off the loop, at its size
+                    size = self.keyframes.settings.size
+                    image = await loop.run_in_executor(self._recognize_pool, frame.image_at, size)
+                    self.keyframes.offer(frame.pts_s, image)
                 if frame.pts_s + 1e-9 < next_due:
                     self.state.frames_skipped += 1
                     continue
@@ -344,6 +346,7 @@ class StreamPipeline:
         self._planned = self._basis_key()
         self._last_plan_pts = seen
         self._revision += 1
+        stamps = {**stamps, "plan_requested": time.time()}
         self._plans.put(_PlanRequest(memory, self._clip, stamps, basis))
 
     def _follow_clip(self) -> None:
@@ -391,12 +394,10 @@ class StreamPipeline:
         self._follow_clip()
 
     async def _plan_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while (request := await self._plans.get()) is not None:
-            if self.planner.instant:
-                rec = self.planner.recommend(request.memory)
-            else:
-                rec = await loop.run_in_executor(self._plan_pool, self.planner.recommend, request.memory)
+            # one hop at most: an instant engine ranks inline; a model engine's request goes straight
+            # to the engine worker's thread and this loop awaits it under the planner's deadline
+            rec = await self.planner.recommend_async(request.memory)
             if request.clip is not self._clip:  # a newer clip started meanwhile: this one is stale
                 self.state.stale_plans += 1
                 continue
@@ -482,7 +483,11 @@ class StreamPipeline:
             self._published_revision = request.basis.revision
             self._published = (request, rec)
             self.state.rankings += 1
-            self.latency.add("plan_rank", rec.timings_ms.get("rank", 0.0))
+            rank_ms = rec.timings_ms.get("rank", 0.0)
+            self.latency.add("plan_rank", rank_ms)
+            if "plan_requested" in stamps:  # the hop to the engine and back: planned minus the ranking
+                queued_ms = (stamps["planned"] - stamps["plan_requested"]) * 1000
+                self.latency.add("plan_hop", max(queued_ms - rank_ms, 0.0))
             if request.basis.trigger == "clip_start":
                 self.latency.add_all(latencies_ms(stamps))
                 hold_s = request.clip.detected_s - request.clip.start_s

@@ -140,5 +140,6 @@ def live_summary(
             "unparsed": state.unparsed_texts,
         },
         "plan_rank_ms": latency.get("plan_rank", {"n": 0}),
+        "plan_hop_ms": latency.get("plan_hop", {"n": 0}),
         "refresh_ms": latency.get("refresh", {"n": 0}),
     }

@@ -152,7 +152,7 @@ def test_option_examples_answer_with_the_teachers_top1(distilled_records: list[d
     [
         (["training.sft.lora.r=0"], "training.sft.lora.r = 0"),
         (["training.sft.epochs_typo=3"], "training.sft.epochs_typo"),
-        ([], "training.sft.model is empty"),
+        ([], "config keys not set: training.sft.model, training.sft.data, training.sft.output_dir"),
         (
             ["training.sft.model='/nowhere'", "training.sft.data='x'", "training.sft.output_dir='o'"],
             "config.json",

@@ -2,17 +2,25 @@
 
 Anonymous access, loopback only (amqtt's default listener would bind 0.0.0.0: we always bind).
 No persistence and no offline queues for anonymous clients: production uses mosquitto.
+
+The broker runs on its own event loop in its own thread (``mqtt-broker``), never on the loop of
+the pipelines that publish to it: broker work does not delay a stream, and a busy stream does
+not delay delivery to subscribers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
-from typing import Any
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import structlog
 
 log = structlog.get_logger("streamer.mqtt")
+T = TypeVar("T")
 
 
 #: the embedded broker's port unless configured (``service.mqtt.embedded_port``): MQTT's own
@@ -51,6 +59,8 @@ class EmbeddedBroker:
         self.port = port
         self.fallback = fallback
         self._broker: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -59,8 +69,21 @@ class EmbeddedBroker:
 
     async def start(self) -> str:
         """Start listening; returns ``mqtt://HOST:PORT`` (the real port when 0 was asked)."""
-        if self._broker is not None:
+        if self._thread is not None:
             raise RuntimeError("embedded broker already started")
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="mqtt-broker", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        try:
+            await self._on_broker_loop(self._start_here())
+        except BaseException:
+            self._stop_thread()
+            raise
+        return self.url
+
+    async def _start_here(self) -> None:
+        """On the broker's own loop: start amqtt and learn the bound port."""
         # Imported here: only the demo and setups without a configured broker need amqtt.
         from amqtt.broker import Broker  # type: ignore[import-untyped]
 
@@ -85,14 +108,41 @@ class EmbeddedBroker:
                         reason=f"port {taken} is in use (another broker?)",
                         setting="service.mqtt.embedded_port")  # fmt: skip
         else:
-            log.info("mqtt_embedded_broker_started", port=self.port)
-        return self.url
+            log.info("mqtt_embedded_broker_started", port=self.port, thread="mqtt-broker")
 
     async def stop(self) -> None:
+        if self._loop is None:
+            return
+        try:
+            if self._broker is not None:
+                await self._on_broker_loop(self._stop_here())
+        finally:
+            self._stop_thread()
+
+    async def _stop_here(self) -> None:
         broker, self._broker = self._broker, None
-        if broker is not None:
-            await broker.shutdown()
-            log.info("mqtt_embedded_broker_stopped", port=self.port)
+        await broker.shutdown()
+        log.info("mqtt_embedded_broker_stopped", port=self.port)
+        # amqtt leaves per-client tasks behind: end them here, on their own loop
+        current = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not current]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    async def _on_broker_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        assert self._loop is not None
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    def _stop_thread(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5.0)
+        if not thread.is_alive():
+            loop.close()
 
     async def __aenter__(self) -> EmbeddedBroker:
         await self.start()

@@ -147,7 +147,7 @@ class SyntheticSource:
 
     async def stop(self) -> None:
         self._stop.set()
-        self._slot.close()
+        self._slot.close(discard=True)
         if self._thread is not None and self._thread.is_alive():
             await asyncio.to_thread(self._thread.join, 2.0)
 

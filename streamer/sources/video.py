@@ -1,9 +1,11 @@
 """Files, RTSP and other FFmpeg URLs through PyAV, decoded in a named thread.
 
 ``start()`` opens the container in a worker thread and raises ``SourceError`` (one line: the
-path or URL and the cause) when it cannot be opened; then a ``decode-{name}`` thread decodes,
-converts to RGB at ``output_size`` with one shared ``VideoReformatter`` and hands frames to a
-``LatestFrameSlot``. Errors after the start (corrupt data later in a file, a stalled feed)
+path or URL and the cause) when it cannot be opened; then a ``decode-{name}`` thread decodes
+and hands every frame to a ``LatestFrameSlot`` (pacing, drop counts and timestamps see every
+frame). Frames are not converted here: each ``Frame`` keeps its decoded picture and converts
+it to RGB (at ``output_size``, or the size a consumer asks) when a consumer first uses it,
+in that consumer's thread. Errors after the start (corrupt data later in a file, a stalled feed)
 end the stream with ``stats.failed`` set; the frames decoded before are still delivered.
 
 ``realtime=True`` paces frames by their timestamps against a wall clock started at the first
@@ -23,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import av
-import numpy as np
 import structlog
-from av.video.reformatter import Interpolation, VideoReformatter
+from av.video.reformatter import Interpolation
 
 from streamer.exceptions import SourceError
 from streamer.frames import DEFAULT_OUTPUT_SIZE, Frame
@@ -167,7 +168,7 @@ class VideoSource:
     async def stop(self) -> None:
         """Stop decoding and join the thread (off the event loop)."""
         self._stop.set()
-        self._slot.close()
+        self._slot.close(discard=True)
         thread = self._thread
         if thread is not None and thread.is_alive():
             await asyncio.to_thread(thread.join, self.open_timeout_s + _JOIN_MARGIN_S)
@@ -206,7 +207,6 @@ class VideoSource:
     def _decode_loop(self, container: InputContainer) -> None:
         stream = container.streams.video[0]
         stream.thread_type = self.thread_type
-        converter = _RGBConverter(self.output_size)
         clock = _StreamClock(stream)
         failed: str | None = None
         stopped = False
@@ -218,10 +218,12 @@ class VideoSource:
                 if self.realtime and self._stop.wait(clock.wait_s(pts_s)):
                     stopped = True
                     break
-                image = converter(av_frame)
                 decoded_at = time.time()
                 captured_at = clock.wall_time(pts_s) if self.realtime else decoded_at
-                if not self._slot.put(Frame(index, pts_s, image, decoded_at, captured_at)):
+                # no conversion here: a consumer converts the frames it uses (Frame.image_at)
+                frame = Frame(index, pts_s, None, decoded_at, captured_at,
+                              video_frame=av_frame, output_size=self.output_size)  # fmt: skip
+                if not self._slot.put(frame):
                     stopped = True
                     break
                 index += 1
@@ -280,21 +282,6 @@ class _StreamClock:
     def wall_time(self, pts_s: float) -> float:
         """The epoch time at which ``pts_s`` was due (a live camera's capture time)."""
         return (self._origin[1] if self._origin else time.time()) + pts_s
-
-
-class _RGBConverter:
-    """Frames → H×W×3 RGB uint8 arrays, reusing one reformatter (per-frame reformat is slow)."""
-
-    def __init__(self, output_size: tuple[int, int] | None) -> None:
-        self._size = output_size
-        self._reformatter = VideoReformatter()
-
-    def __call__(self, frame: VideoFrame) -> np.ndarray:
-        width, height = self._size or (frame.width, frame.height)
-        rgb = self._reformatter.reformat(
-            frame, width, height, format="rgb24", interpolation=INTERPOLATION, threads=1
-        )
-        return rgb.to_ndarray()
 
 
 def _open_container(spec: str, timeout_s: float, options: dict[str, str] | None = None) -> InputContainer:

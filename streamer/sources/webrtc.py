@@ -3,8 +3,9 @@
 aiortc decodes in its own thread and queues the decoded frames on the event loop without bound,
 so a ``recv-{name}`` task keeps draining that queue: it only stamps each frame and drops it into
 a one-slot box (newest wins, a replaced frame counts as dropped). A ``convert-{name}`` thread takes
-the newest frame, converts it to RGB at ``output_size`` with one shared ``VideoReformatter`` and
-hands it to the ``LatestFrameSlot``: no pixel work runs on the event loop.
+the newest frame and hands it to the ``LatestFrameSlot`` unconverted: the RGB conversion (at
+``output_size`` or the size a consumer asks) happens in the consumer's thread when a frame is
+used (``Frame.image_at``), so no pixel work runs on the event loop and unused frames cost none.
 
 Peers come and go, and the room recovers: ``attach(track, peer=...)`` (called by the signaling
 endpoint) makes the new peer a *candidate*; it replaces the current peer only once it delivers its
@@ -32,7 +33,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamer.exceptions import SourceError
 from streamer.frames import DEFAULT_OUTPUT_SIZE, Frame
@@ -310,7 +310,8 @@ class WebRTCSource:
 
     # ---- convert thread ----------------------------------------------------------------------
     def _convert_loop(self) -> None:
-        reformatter = VideoReformatter()
+        """Hands the newest received frame on; its RGB conversion happens when a consumer uses it
+        (``Frame.image_at``, in the consumer's thread), so frames nobody uses are never converted."""
         index = 0
         failed: str | None = None
         try:
@@ -320,12 +321,9 @@ class WebRTCSource:
                 if item is None:
                     break
                 frame, pts_s, arrived_at = item
-                width, height = self.output_size or (frame.width, frame.height)
-                rgb = reformatter.reformat(
-                    frame, width, height, format="rgb24", interpolation=Interpolation.AREA, threads=1
-                )
-                image = rgb.to_ndarray()
-                if not self._slot.put(Frame(index, pts_s, image, time.time(), arrived_at)):
+                handed = Frame(index, pts_s, None, time.time(), arrived_at,
+                               video_frame=frame, output_size=self.output_size)  # fmt: skip
+                if not self._slot.put(handed):
                     break
                 index += 1
         except Exception as exc:  # a bug or a frame PyAV cannot convert: end the stream, say why

@@ -3,7 +3,8 @@
     python -m training.benchmarks.rooms [--rooms 1,4,8,16] [--planners prior,tiny] [--json OUT]
 
 Each room plays one of the three real laparoscopic clips (854x480 H.264, 25 fps, realtime
-pacing) with the timeline oracle switching action every 2 s. Planners: ``prior`` (the n-gram)
+pacing) with the timeline oracle switching action every 5 s; the clips play again until ``--samples``
+recommendations were published per setting (at least once). Planners: ``prior`` (the n-gram)
 and ``tiny`` (a tiny random Qwen2 built here, ranked through the shared engine worker, batched
 across rooms). A subscriber in another process measures capture → subscriber latency of every
 recommendation; CPU (percent of one core, the whole process) and peak RSS are sampled. Broker:
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -108,7 +110,7 @@ async def _broker() -> tuple[str, bool, Any]:
     return url, False, broker.stop
 
 
-async def run_setting(rooms: int, planner: PlannerConfig, workdir: Path) -> dict[str, Any]:
+async def run_setting(rooms: int, planner: PlannerConfig, workdir: Path, loops: int) -> dict[str, Any]:
     from streamer.service import Service
 
     url, v5, stop_broker = await _broker()
@@ -125,7 +127,7 @@ async def run_setting(rooms: int, planner: PlannerConfig, workdir: Path) -> dict
         StreamConfig(
             room=f"room-{i}",
             source=str(clips[i % len(clips)]),
-            recognizer=f"timeline:{_switching_timeline(workdir / f'{i}.csv', clips[i % len(clips)], 2.0)}",
+            recognizer=f"timeline:{_switching_timeline(workdir / f'{i}.csv', clips[i % len(clips)], 5.0)}",
         )
         for i in range(rooms)
     )
@@ -133,8 +135,9 @@ async def run_setting(rooms: int, planner: PlannerConfig, workdir: Path) -> dict
     cfg = ServiceConfig(streams=streams, realtime=True, refresh_text=False, mqtt=mqtt)
     try:
         with SharedPlanning(planner, load_prior(planner)) as planning, _Sampler() as sampler:
-            service = Service(cfg, planner_factory=planning.planner)
-            await service.run(exit_when_done=True)
+            for _ in range(loops):
+                service = Service(cfg, planner_factory=planning.planner)
+                await service.run(exit_when_done=True)
             batches = planning.worker.largest_batch if planning.worker else 0
         await asyncio.sleep(1.0)
     finally:
@@ -144,6 +147,7 @@ async def run_setting(rooms: int, planner: PlannerConfig, workdir: Path) -> dict
     delivered = [float(line) for line in out.split() if line.replace(".", "", 1).isdigit()]
     return {
         "rooms": rooms,
+        "loops": loops,
         "broker": "mosquitto" if v5 else "embedded",
         "received": len(delivered),
         "capture_to_subscriber_ms": percentiles(delivered),
@@ -170,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--rooms", default="1,4,8,16", help="room counts, comma-separated (default 1,4,8,16)")
     p.add_argument("--planners", default="prior,tiny", help="prior and/or tiny (default both)")
+    p.add_argument(
+        "--samples", type=int, default=30, help="recommendations per setting, at least (default 30)"
+    )
     p.add_argument("--p99-ms", type=float, default=50.0, help="latency budget for the verdict (default 50)")
     p.add_argument("--json", type=Path, dest="json_out", help="write the results here")
     args = p.parse_args(argv)
@@ -181,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             planner = _planner_config(name, Path(tmp))
             for n in counts:
                 print(f"... {name}: {n} room(s)", file=sys.stderr, flush=True)
-                r = asyncio.run(run_setting(n, planner, Path(tmp)))
+                loops = max(1, math.ceil(args.samples / (n * 6)))  # ~6 recommendations per room and play
+                r = asyncio.run(run_setting(n, planner, Path(tmp), loops))
                 r["planner"] = name
                 results.append(r)
                 s = r["capture_to_subscriber_ms"]
