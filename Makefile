@@ -31,6 +31,7 @@ evaluate: setup
 	$(VENV_PY) -m training.cli evaluate --annotations $(ANNOTATIONS)
 
 bench: setup
+	$(VENV_PY) -m streamer.benchmarks.performance
 	$(VENV_PY) -m streamer.benchmarks.pipeline replay
 	$(VENV_PY) -m streamer.benchmarks.pipeline live
 	$(VENV_PY) -m streamer.benchmarks.mqtt_latency

@@ -13,7 +13,10 @@ PLANNER_FLAGS: dict[str, str] = {"planner": "planner.engine", "adapter": "planne
 
 def add_planner_arguments(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     engines = "prior, prior:FILE, learned, transformers:PATH, openai:URL, trtllm:PATH"
-    default = "" if required else " (default: prior, or the config's planner.engine)"
+    from planner.config import PlannerConfig
+
+    shipped = PlannerConfig.model_fields["engine"].default
+    default = "" if required else f" (default: {shipped}, or the config's planner.engine)"
     p.add_argument("--planner", required=required, help=f"engine spec: {engines}{default}")
     p.add_argument("--adapter", help="a LoRA adapter folder for a model engine (peft; default: none)")
 

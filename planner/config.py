@@ -36,7 +36,9 @@ class MemoryConfig(Section):
 
 
 class PlannerConfig(Section):
-    engine: str = "prior"  # NAME or NAME:ARG, see planner.engines
+    # NAME or NAME:ARG, see planner.engines. The learned sequence planner: it won the CV on the
+    # training videos by the rule fixed before (training/sequence_selection.py); README has the table
+    engine: str = "learned"
     prior_path: Path | None = None  # a fitted prior JSON; default: the one shipped in the package
     prior: PriorSettings = PriorSettings()  # used when fitting a prior from annotations
     settings: PlannerSettings = PlannerSettings()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ PAGE = """JSON.stringify((() => {
     nowMeta: document.getElementById('now-meta').textContent,
     progress: document.getElementById('progress').textContent,
     recMeta: document.getElementById('rec-meta').textContent,
+    nextIn: shown('next-in') ? document.getElementById('next-in').textContent : null,
     icon: (document.querySelector('link[rel=icon]') || {}).href || null,
     width: document.documentElement.clientWidth,
   };
@@ -73,10 +75,11 @@ async def test_a_file_room_shows_its_stream_latency_and_matching_clip_numbers(tm
     now = time.time()
     stamps = {"captured": now - 0.0421, "planned": now - 0.001, "published": now}
     topics = Topics(room)
+    rec_payload = factory.recommendation(rec, clip, stream_time_s=31.0, stamps=stamps)
     for topic, payload in (
         (topics.status, factory.status("online", "running", engine=rec.engine, model=LONG_MODEL)),
         (topics.clip, factory.clip(clip, {"segmented": now})),
-        (topics.recommendation, factory.recommendation(rec, clip, stream_time_s=31.0, stamps=stamps)),
+        (topics.recommendation, rec_payload),
     ):
         server.hub.emit(outgoing(topic, payload, retain=True))
     try:
@@ -111,6 +114,11 @@ async def test_a_file_room_shows_its_stream_latency_and_matching_clip_numbers(tm
     assert page["progress"].startswith("Progress: 4 clips so far"), page["progress"]
     assert page["nowMeta"].startswith("clip 4 "), page["nowMeta"]
     assert page["recMeta"].startswith("during clip 4 "), page["recMeta"]
+    # when the next action is expected: the payload's range, counted down since it was published
+    low, high = rec_payload["next_in_s"]["low"], rec_payload["next_in_s"]["high"]
+    shown_range = re.fullmatch(r"Next action expected in (\d+)–(\d+) s", page["nextIn"] or "")
+    assert shown_range, page["nextIn"]
+    assert low - 20 <= int(shown_range[1]) <= low + 1 and high - 20 <= int(shown_range[2]) <= high + 1
     # the icon is inline: the browser never asks the server for /favicon.ico (no 404 in its console)
     assert page["icon"] and page["icon"].startswith("data:image/svg+xml")
     assert "/favicon.ico" not in requested

@@ -66,6 +66,18 @@ function el(tag, props = {}, children = []) {
 }
 
 // What a recommendation saw of the running clip (its basis): "updated 12 s into the clip, 5 keyframes".
+// "Next action expected in 20–90 s": the payload's range when it was published, counted down
+// since (the page renders every second). Advisory, like everything on the page.
+function nextInText(rec) {
+  const range = rec.next_in_s;
+  if (!range) return "";
+  const since = Math.max(0, (Date.now() - Date.parse(rec.time)) / 1000) || 0;
+  const low = Math.max(0, Math.round(range.low - since));
+  const high = Math.max(0, Math.round(range.high - since));
+  if (high <= 0) return "Next action expected any moment now (past the usual range)";
+  return `Next action expected in ${low}\u2013${high} s`;
+}
+
 function basisText(basis) {
   if (!basis) return "";
   const n = basis.keyframes;
@@ -353,6 +365,9 @@ function renderRecommendation() {
     $("progress").textContent = response.progress_assessment ? `Progress: ${response.progress_assessment}` : "";
     $("safety").textContent = response.safety_considerations ? `Safety: ${response.safety_considerations}` : "";
   }
+  const nextIn = nextInText(rec);
+  $("next-in").hidden = !nextIn;
+  $("next-in").textContent = nextIn;
   const at = new Date(rec.time).toLocaleTimeString();
   const seen = basisText(rec.basis);
   $("rec-meta").textContent = `during clip ${rec.clip.index + 1} (${rec.current_action})${seen ? ` · ${seen}` : ""} · ${at} · ${rec.engine}${rec.degraded ? " (degraded)" : ""}`;
