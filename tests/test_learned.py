@@ -210,9 +210,12 @@ def test_evaluate_reports_calibration_time_to_next_and_the_two_step_row_on_a_spl
     from training.cholect50 import load_annotations
 
     data = load_annotations(annotations_path)
-    videos = list(data.videos)
+    train, test = (
+        list(data.train_videos[:17]),
+        list(data.test_videos[:3]),
+    )  # test: unseen by the shipped model
     split = tmp_path / "split.json"
-    split.write_text(json.dumps({"train": videos[3:20], "test": videos[:3]}))
+    split.write_text(json.dumps({"train": train, "test": test}))
     out = tmp_path / "report.json"
     argv = [
         "evaluate",
@@ -220,20 +223,45 @@ def test_evaluate_reports_calibration_time_to_next_and_the_two_step_row_on_a_spl
         str(annotations_path),
         "--split-file",
         str(split),
+        "--planner",
+        "prior",
         "--json",
         str(out),
     ]
     assert main(argv) == 0
     report = json.loads(out.read_text())
-    assert report["samples"] == len(data.samples_of(videos[:3]))
+    assert report["samples"] == len(data.samples_of(test))
     assert report["split_file"] == str(split)
     assert 0 <= report["calibration"]["served"]["ece"] <= 1
-    assert report["calibration"]["cv"]["cv_calibrated"]["samples"] == len(data.samples_of(videos[3:20]))
+    assert report["calibration"]["cv"]["cv_calibrated"]["samples"] == len(data.samples_of(train))
     assert report["next_or_after"]["samples"] == report["samples"]
     assert report["time_to_next"]["start"]["points"] > 0
     learned = tmp_path / "learned.json"
-    assert main([*argv[:-2], "--planner", "learned", "--json", str(learned)]) == 0
+    assert main([*argv[:-4], "--planner", "learned", "--json", str(learned)]) == 0
     assert json.loads(learned.read_text())["calibration"]["model_cv"]["family"] in ("gboost", "logreg")
+
+
+def test_a_learned_model_is_never_scored_on_videos_it_was_trained_on(
+    annotations_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cholect50 import load_annotations
+
+    data = load_annotations(annotations_path)
+    seen = list(data.train_videos)  # the shipped model's training videos
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": seen[3:20], "test": seen[:3]}))
+    out = tmp_path / "report.json"
+    argv = ["evaluate", "--annotations", str(annotations_path), "--split-file", str(split)]
+    capsys.readouterr()
+    assert main([*argv, "--planner", "learned", "--json", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "trained on 3 of the videos it would be scored on" in err[0], err
+    assert not out.exists()
+    # the prior may be scored there, but not the rows the shipped sequence model would give
+    assert main([*argv, "--planner", "prior", "--json", str(out)]) == 0
+    assert "not reported: the sequence model was trained on 3" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert "next_or_after" not in report and "time_to_next" not in report
 
 
 @pytest.mark.parametrize(

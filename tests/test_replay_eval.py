@@ -14,9 +14,10 @@ from training.cli import main
 def test_label_only_planner_live_equals_offline_on_the_real_split(
     annotations_path: Path, tmp_path: Path
 ) -> None:
-    """The prior (labels only) with the timeline oracle: what the live pipeline published, at both
-    moments, scores exactly as the offline evaluation on the same histories, and as ``evaluate
-    --history actions`` (the clips' Action sequence, what a perfect recognizer sees)."""
+    """The default planner (learned: labels and clip times) with the timeline oracle: what the
+    live pipeline published, at both moments, scores exactly as the offline evaluation on the
+    same histories, and as ``evaluate --history actions`` (the clips' Action sequence, what a
+    perfect recognizer sees)."""
     out = tmp_path / "replay-eval.json"
     assert main(["replay-eval", "--annotations", str(annotations_path), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -54,6 +55,14 @@ def _bad(argv: list[str], out: Path, capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("llm-sap: error:") and "\n" not in err
     return err
+
+
+def test_the_learned_planner_is_not_replayed_on_its_training_videos(
+    annotations_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["replay-eval", "--annotations", str(annotations_path), "--split", "train", "--planner", "learned"]
+    err = _bad(argv, tmp_path / "o.json", capsys)
+    assert "the learned model was trained on 35 of the videos it would be scored on" in err
 
 
 def test_unknown_split_is_one_line_exit_2(annotations_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -30,7 +30,7 @@ from planner.planner import Planner
 from planner.prior import SequencePrior
 from training.cholect50 import PlanningSample
 from training.config import AppConfig
-from training.evaluate import PAPER_BEST, predict, score
+from training.evaluate import PAPER_BEST, predict, refuse_learned_on_its_training_videos, score
 from training.exceptions import TrainingError, UsageError
 from training.metrics import METRIC_NAMES, TOP_K, MetricReport
 
@@ -162,6 +162,7 @@ def evaluate_specs(
     for spec in specs:
         t0 = time.perf_counter()
         planner = planner_for(cfg, prior, spec)
+        refuse_learned_on_its_training_videos(planner, samples)
         try:
             with progress(f"{spec.name} ({planner.engine.name})", len(samples)) as update:
                 predictions = predict(planner, samples, on_progress=update)

@@ -12,7 +12,7 @@ from planner.atomic import atomic_write_text
 from planner.memory import DEFAULT_MAX_DISTANT, DEFAULT_MAX_KEYFRAMES, NHFMemory
 from planner.planner import Planner
 from training.cholect50 import Annotations, PlanningSample
-from training.exceptions import PredictionsError
+from training.exceptions import PredictionsError, UsageError
 from training.metrics import MetricReport, Scored, compute_metrics
 
 #: The paper's Table 1, best value per column across its models (not one model's row).
@@ -173,3 +173,22 @@ def read_predictions(path: Path | str) -> dict[tuple[str, str], tuple[str, ...]]
             raise PredictionsError(f"{where}: a second prediction for {video}/{clip}")
         out[key] = tuple(ranked)
     return out
+
+
+def seen_in_training(model: object, samples: Sequence[PlanningSample]) -> list[str]:
+    """The scored videos a learned model was trained on (its ``trained_on``), sorted; [] for none."""
+    trained = set(getattr(model, "trained_on", ()) or ())
+    return sorted({s.video for s in samples} & trained)
+
+
+def refuse_learned_on_its_training_videos(planner: Planner, samples: Sequence[PlanningSample]) -> None:
+    """A learned engine is never scored on videos it was trained on (one line, exit 2)."""
+    leaked = seen_in_training(getattr(planner.engine, "learned", None), samples)
+    if leaked:
+        planner.close()
+        shown = ", ".join(leaked[:5]) + (", ..." if len(leaked) > 5 else "")
+        raise UsageError(
+            f"the learned model was trained on {len(leaked)} of the videos it would be scored on "
+            f"({shown}): fit one on this split's train videos (llm-sap fit-learned --split-file FILE "
+            "--out M.json) and evaluate --planner learned:M.json"
+        )

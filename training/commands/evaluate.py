@@ -38,7 +38,9 @@ from training.evaluate import (
     history_memories,
     predict,
     read_predictions,
+    refuse_learned_on_its_training_videos,
     score,
+    seen_in_training,
     write_predictions,
 )
 from training.exceptions import PredictionsError, UsageError
@@ -123,6 +125,7 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
     else:
         prior = build_prior(cfg, data, args.prior, split.train)
         planner = build_planner(cfg, prior)
+        refuse_learned_on_its_training_videos(planner, samples)
         memories = history_memories(
             cfg.training.evaluate.history,
             data,
@@ -180,12 +183,18 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
                     f"(T = {learned.temperature:g} fitted on all of them)"
                 )
                 extra_json["calibration"]["model_cv"] = row
-        if all(p.two_step for p in predictions):
+        sequence_leaks = seen_in_training(planner.sequence_model, samples)
+        if sequence_leaks:  # the two-step row and time to next come from the packaged learned model
+            console.print(
+                f"the two-step row and time to next are not reported: the sequence model was trained on "
+                f"{len(sequence_leaks)} of these videos (fit one on this split: llm-sap fit-learned)"
+            )
+        elif all(p.two_step for p in predictions):
             two = score(samples, {(p.video, p.clip): p.two_step for p in predictions})
             extra_rows.append(("'next or the one after' ranking (judge by the relaxed columns)", two.metrics))
             extra_json["next_or_after"] = two.to_dict()
         model = planner.sequence_model
-        if model is not None and model.time_to_next is not None:
+        if model is not None and model.time_to_next is not None and not sequence_leaks:
             extra_json["time_to_next"] = _time_to_next(samples, model.time_to_next, console)
     report = score(samples, ranked)
     caption = (
