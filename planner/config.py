@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from planner.engines.base import EngineSettings
 from planner.memory import DEFAULT_MAX_DISTANT, DEFAULT_MAX_KEYFRAMES
+from planner.partner import check_partner_spec
 from planner.planner import PlannerSettings
 from planner.prior import PriorSettings
 
@@ -39,6 +40,9 @@ class PlannerConfig(Section):
     # NAME or NAME:ARG, see planner.engines. The learned sequence planner: it won the CV on the
     # training videos by the rule fixed before (training/sequence_selection.py); README has the table
     engine: str = "learned"
+    # the label planner a model engine is fused with and falls back to (planner.partner):
+    # prior (the n-gram; select-fusion's weights were chosen with it), learned or learned:FILE
+    partner: str = "prior"
     prior_path: Path | None = None  # a fitted prior JSON; default: the one shipped in the package
     prior: PriorSettings = PriorSettings()  # used when fitting a prior from annotations
     settings: PlannerSettings = PlannerSettings()
@@ -47,6 +51,11 @@ class PlannerConfig(Section):
     # live: re-plan the running clip when what the engine reads of it changed (new keyframes, a new
     # caption), at most this often in stream seconds; 0 = plan at clip start only
     refresh_s: float = Field(5.0, ge=0, le=3600)
+
+    @field_validator("partner")
+    @classmethod
+    def _partner(cls, value: str) -> str:
+        return check_partner_spec(value)
 
 
 class LoggingConfig(Section):

@@ -14,6 +14,7 @@ from planner.config import PlannerConfig
 from planner.engine_worker import EngineWorker
 from planner.engines import create_engine
 from planner.engines.base import PlanningEngine
+from planner.partner import build_partner
 from planner.planner import Planner
 from planner.prior import SequencePrior, packaged_prior
 
@@ -32,7 +33,8 @@ def build_engine(cfg: PlannerConfig, prior: SequencePrior) -> PlanningEngine:
 
 def build_planner(cfg: PlannerConfig, prior: SequencePrior, engine: PlanningEngine | None = None) -> Planner:
     """A Planner over ``engine`` (shared between rooms), or over a new engine when none is given."""
-    return Planner(engine or build_engine(cfg, prior), prior, cfg.settings)
+    engine = engine or build_engine(cfg, prior)
+    return Planner(engine, prior, cfg.settings, partner=build_partner(cfg.partner, prior))
 
 
 class SharedPlanning:
@@ -45,11 +47,12 @@ class SharedPlanning:
         self.cfg = cfg
         self.prior = prior
         self.engine = build_engine(cfg, prior)
+        self.partner = build_partner(cfg.partner, prior)  # read once, shared by the rooms' planners
         self.worker = None if self.engine.instant else EngineWorker(self.engine)
         log.debug("planner.engine_ready", engine=self.engine.name, model=self.engine.model, shared=True)
 
     def planner(self) -> Planner:
-        return Planner(self.engine, self.prior, self.cfg.settings, worker=self.worker)
+        return Planner(self.engine, self.prior, self.cfg.settings, worker=self.worker, partner=self.partner)
 
     def close(self) -> None:
         if self.worker is not None:

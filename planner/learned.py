@@ -407,16 +407,3 @@ def packaged_learned() -> LearnedModel:
     training videos; regenerate with ``llm-sap fit-learned --annotations FILE``."""
     text = (resources.files("planner") / "data" / "learned.json").read_text(encoding="utf-8")
     return LearnedModel.from_dict(json.loads(text), source="planner/data/learned.json")
-
-
-def timeline_for(
-    history: Sequence[str], starts: Sequence[float] = (), now_s: float | None = None
-) -> Timeline:
-    return Timeline(tuple(history), tuple(float(s) for s in starts), now_s)
-
-
-def as_probability_map(values: np.ndarray) -> dict[str, float]:
-    return {a: float(values[i]) for i, a in enumerate(ACTIONS)}
-
-
-_ = Mapping  # re-exported type for callers' annotations

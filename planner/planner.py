@@ -27,6 +27,7 @@ from planner.engines.base import PlanningEngine
 from planner.exceptions import LearnedModelError
 from planner.learned import LearnedModel, packaged_learned
 from planner.memory import NHFMemory
+from planner.partner import NgramPartner, SequencePartner
 from planner.prior import SequencePrior
 from planner.recommendation import Recommendation, ScoredAction, rank_scores
 from planner.response import StructuredResponse, parse_response
@@ -101,9 +102,12 @@ class Planner:
         *,
         worker: EngineWorker | None = None,
         sequence_model: LearnedModel | None = None,
+        partner: SequencePartner | None = None,
     ) -> None:
         self.engine = engine
         self.prior = prior
+        # fused with a model engine's scores, and the ranking of a degraded recommendation
+        self.partner: SequencePartner = partner or NgramPartner(prior)
         self.settings = settings or PlannerSettings()
         # the time-to-next estimate and the second step of "next or the one after": the engine's own
         # learned model, else the given one, else the packaged one
@@ -133,7 +137,7 @@ class Planner:
         t0 = time.perf_counter()
         if self._inline:  # the prior engine may hold its own prior (prior:FILE): rank with it
             return self._build(memory, softmax(self.engine.rank(memory)), t0)
-        prior_log = self.prior.log_scores(memory.history)
+        prior_log = self.partner.log_scores(memory)
         degraded_reason = self._unavailable_reason()
         llm_log: dict[str, float] | None = None
         if degraded_reason is None:
@@ -149,7 +153,7 @@ class Planner:
             return self.recommend(memory)
         assert self._worker is not None
         t0 = time.perf_counter()
-        prior_log = self.prior.log_scores(memory.history)
+        prior_log = self.partner.log_scores(memory)
         degraded_reason = self._unavailable_reason()
         llm_log: dict[str, float] | None = None
         if degraded_reason is None:
@@ -268,19 +272,16 @@ class Planner:
     ) -> Recommendation:
         current = memory.current_action
         probs = _renormalise_without(probs, current)
-        if self.settings.temperature != 1.0 and not (
-            degraded_reason is None and getattr(self.engine, "calibrated", False)
-        ):
+        ranker: PlanningEngine | SequencePartner = self.engine if degraded_reason is None else self.partner
+        if self.settings.temperature != 1.0 and not getattr(ranker, "calibrated", False):
             probs = apply_temperature(probs, self.settings.temperature)
         extras = self._sequence_extras(memory, probs)
         return Recommendation(
             ranked=rank_scores(probs, current),
             current_action=current,
             history=memory.history,
-            engine=self.engine.name if degraded_reason is None else "prior",
-            model=self.engine.model
-            if degraded_reason is None
-            else f"ngram({self.prior.settings.describe()})",
+            engine=ranker.name,
+            model=ranker.model,
             degraded=degraded_reason is not None,
             degraded_reason=degraded_reason,
             timings_ms={"rank": (time.perf_counter() - t0) * 1000},

@@ -69,7 +69,6 @@ class KeyframeSampler:
         self.clip_index: int | None = None
         self.clip_start_s = 0.0
         self.version = 0  # +1 every time the kept set changes (the pipeline's "basis changed")
-        self.admitted = 0  # frames resized and kept at some point (for the stats)
         self._stride = self.settings.min_interval_s
         self._grid: list[Keyframe] = []
         self._tail: Keyframe | None = None
@@ -102,7 +101,6 @@ class KeyframeSampler:
         if not self.due(pts_s):
             return False
         self._admit(Keyframe(pts_s, self._downscale(image)))
-        self.admitted += 1
         self.version += 1
         return True
 

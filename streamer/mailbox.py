@@ -25,10 +25,6 @@ class LatestWinsMailbox(Generic[T]):
         self._closed = True
         self._event.set()
 
-    @property
-    def pending(self) -> bool:
-        return self._item is not None
-
     async def get(self) -> T | None:
         """The newest item; None once closed and empty."""
         while True:

@@ -115,10 +115,6 @@ class PayloadFactory:
         self._clock = clock or time.time
         self._seq: dict[str, int] = {}
 
-    def last_seq(self, kind: str) -> int:
-        """The seq of the newest ``kind`` payload built so far (0: none yet)."""
-        return self._seq.get(kind, 0)
-
     def _envelope(
         self, kind: str, ttl_s: float, stream_time_s: float | None, *, repeat_seq: bool = False
     ) -> Payload:

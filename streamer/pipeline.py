@@ -93,7 +93,6 @@ class StreamState:
     reason: str | None = None
     frames_processed: int = 0
     frames_skipped: int = 0  # seen but not due for recognition (rate limit)
-    clip_events: int = 0
     recommendations: int = 0  # recommendation messages published (rankings and texts)
     rankings: int = 0  # rankings published: one per clip start, plus the in-clip refreshes
     refreshes: int = 0  # in-clip re-plans published
@@ -289,7 +288,6 @@ class StreamPipeline:
     async def _consume_clip_events(self) -> None:
         while (item := await self._clip_events.get()) is not None:
             event, stamps = item
-            self.state.clip_events += 1
             self._emit(self.topics.clip, self.payloads.clip(event, stamps), retain=False)
             ended = isinstance(event, ClipEnded)
             log.info("stream.clip", room=self.room, what="ended" if ended else "started",

@@ -128,3 +128,56 @@ def test_prior_engine_from_a_file_ranks_with_that_file(tmp_path) -> None:  # typ
     # the file's counts, not the packaged prior's
     assert rec.ranked_labels[:2] == ("Dissection", "Coagulation")
     assert "order=1" in rec.model
+
+
+# ---- the sequence partner (planner.partner) --------------------------------------------------------
+def test_a_learned_partner_is_fused_with_the_engine_and_is_the_fallback() -> None:
+    from planner.learned import packaged_learned
+    from planner.partner import LearnedPartner
+    from planner.recommendation import rank_scores
+    from planner.sequence_features import Timeline
+
+    prior, learned = packaged_prior(), packaged_learned()
+    memory = NHFMemory().start_clip("Tissue Retraction", 0.0).start_clip("Dissection", 40.0)
+    learned_log = learned.log_scores(Timeline.from_memory(memory))
+    # fused: log p_engine + λ log p_learned, the learned model's scores in place of the n-gram's
+    engine = FakeEngine("Aspiration")
+    fused_planner = Planner(
+        engine, prior, PlannerSettings(fusion_weight=2.0), partner=LearnedPartner(learned)
+    )
+    fused = fused_planner.recommend(memory)
+    engine_log = engine.rank(memory)
+    expected = fuse({a: engine_log[a] if a != "Dissection" else -math.inf for a in ACTIONS}, learned_log, 2.0)
+    assert not fused.degraded and fused.engine == "fake"
+    want = rank_scores(expected, "Dissection")
+    assert list(fused.ranked_labels) == [s.action for s in want]
+    assert max(abs(a.score - b.score) for a, b in zip(fused.ranked, want, strict=True)) < 1e-9
+    with_ngram = Planner(FakeEngine("Aspiration"), prior, PlannerSettings(fusion_weight=2.0)).recommend(
+        memory
+    )
+    assert [s.score for s in fused.ranked] != [s.score for s in with_ngram.ranked]  # the partner mattered
+    # degraded: the learned model's own ranking, named as such, its calibrated probabilities kept
+    slow = Planner(FakeEngine(delay_s=5.0), prior, PlannerSettings(deadline_s=0.05, temperature=3.0),
+                   partner=LearnedPartner(learned))  # fmt: skip
+    rec = slow.recommend(memory)
+    assert rec.degraded and rec.engine == "learned" and rec.model == learned.description
+    alone = Planner(create_engine("learned", prior), prior).recommend(memory)
+    assert rec.ranked_labels == alone.ranked_labels
+    assert max(abs(a.score - b.score) for a, b in zip(rec.ranked, alone.ranked, strict=True)) < 1e-9
+    for p in (fused_planner, slow):
+        p.close()
+
+
+def test_the_partner_setting_reaches_the_planner_and_rejects_unknown_names(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from planner.config import PlannerConfig
+    from planner.factory import build_planner
+
+    prior = packaged_prior()
+    engine = FakeEngine()
+    assert build_planner(PlannerConfig(), prior, engine).partner.name == "prior"
+    assert build_planner(PlannerConfig(partner="learned"), prior, engine).partner.name == "learned"
+    with pytest.raises(ValueError, match=r"planner\.partner must be prior, learned or learned:FILE"):
+        PlannerConfig(partner="markov")
+    from training.cli import main
+
+    assert main(["evaluate", "--annotations", str(tmp_path / "x.json"), "--set", "planner.partner='x'"]) == 2

@@ -161,3 +161,59 @@ def test_checkpoints_written_before_trained_on_are_judged_by_their_data_source()
     assert trained_on({"data_source": "synthetic:2 videos of 60 s seed 0"}) == "synthetic"
     assert trained_on({"data_source": "manifest.csv (12 videos)"}) == "real"
     assert trained_on({}) is None
+
+
+# ---- TorchScript ---------------------------------------------------------------------------------
+def _frames(n: int = 3) -> list[Frame]:
+    rng = np.random.default_rng(0)
+    return [Frame(i, float(i), rng.integers(0, 255, (224, 224, 3), dtype=np.uint8), 0.0) for i in range(n)]
+
+
+def test_a_torchscript_recognizer_predicts_as_its_checkpoint_does(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from streamer.recognizers.frame_model import build_model, save_checkpoint
+    from streamer.recognizers.torchscript import save_torchscript
+
+    torch.manual_seed(0)
+    model = build_model(channels=(4, 8))
+    meta = {"trained_on": "real", "data_source": "manifest.csv (3 videos)"}
+    mean, std = (0.4, 0.3, 0.3), (0.2, 0.25, 0.3)
+    save_checkpoint(model, tmp_path / "m.pt", input_size=64, channels=(4, 8), mean=mean, std=std, meta=meta)
+    save_torchscript(model, tmp_path / "m.ts", input_size=64, mean=mean, std=std, meta=meta)
+    checkpoint = create_recognizer(f"checkpoint:{tmp_path / 'm.pt'}")
+    scripted = create_recognizer(f"torchscript:{tmp_path / 'm.ts'}", rate_hz=1.0)
+    assert scripted.name == "torchscript" and scripted.rate_hz == 1.0
+    assert scripted.trained_on == "real" and scripted.checkpoint == str(tmp_path / "m.ts")  # type: ignore[attr-defined]
+    frames = _frames()
+    for a, b in zip(checkpoint.predict(frames), scripted.predict(frames), strict=True):
+        assert set(b) == set(a) and max(abs(a[k] - b[k]) for k in a) < 1e-5
+
+
+def test_a_synthetic_torchscript_is_refused_on_real_video_too(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from streamer.recognizers.frame_model import build_model
+    from streamer.recognizers.torchscript import save_torchscript
+
+    path = tmp_path / "s.ts"
+    save_torchscript(build_model(channels=(4,)), path, input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3,
+                     meta={"trained_on": "synthetic"})  # fmt: skip
+    with pytest.raises(StreamerError, match="trained on synthetic frames"):
+        _service("/videos/case-12.mp4", f"torchscript:{path}")
+
+
+def test_bad_torchscript_files_are_one_line(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from streamer.exceptions import CheckpointError
+
+    not_ts = tmp_path / "junk.ts"
+    not_ts.write_bytes(b"not a zip at all")
+    no_header = tmp_path / "plain.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 5)), str(no_header))
+    for path, message in (
+        (tmp_path / "none.ts", "file not found"),
+        (not_ts, "not a TorchScript file"),
+        (no_header, "no llm-sap.json inside"),
+    ):
+        with pytest.raises(CheckpointError, match=message) as error:
+            create_recognizer(f"torchscript:{path}")
+        assert "\n" not in str(error.value)

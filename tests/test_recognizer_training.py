@@ -185,7 +185,8 @@ def test_train_recognizer_command_on_a_folder_of_frames(
     out, report = tmp_path / "model.pt", tmp_path / "metrics.json"
     argv = ["train-recognizer", "--frames", str(labels), "--val-videos", "v3", "--epochs", "3",
             "--input-size", str(SIZE), "--batch-size", "16", "--threads", "1",
-            "--out", str(out), "--json", str(report)]  # fmt: skip
+            "--out", str(out), "--json", str(report),
+            "--torchscript", str(tmp_path / "model.ts")]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Held-out frames: accuracy" in printed and "Confusion" in printed
@@ -193,6 +194,10 @@ def test_train_recognizer_command_on_a_folder_of_frames(
     assert meta["held_out_videos"] == ["v3"] and meta["train_videos"] == ["v0", "v1", "v2"]
     assert meta["held_out_metrics"]["frames"] == 20 and meta["train_frames"] == 60
     assert FrameClassifierRecognizer.load(out).input_size == SIZE
+    from streamer.recognizers.torchscript import load_torchscript
+
+    scripted = load_torchscript(tmp_path / "model.ts")  # the TorchScript copy, with the same meta
+    assert scripted.input_size == SIZE and scripted.meta["held_out_videos"] == ["v3"]
 
 
 def _bad_video(tmp_path: Path) -> list[str]:

@@ -26,6 +26,7 @@ import structlog
 
 from planner.atomic import atomic_write_bytes
 from planner.engines import available_engines, create_engine
+from planner.partner import build_partner
 from planner.planner import Planner
 from planner.prior import SequencePrior
 from training.cholect50 import PlanningSample
@@ -146,7 +147,8 @@ def planner_for(cfg: AppConfig, prior: SequencePrior, spec: CompareSpec) -> Plan
     if engine.name == "prior":
         prior = getattr(engine, "prior", prior)
     weight = spec.fusion_weight(cfg.planner.settings.fusion_weight)
-    return Planner(engine, prior, replace(cfg.planner.settings, fusion_weight=weight))
+    settings = replace(cfg.planner.settings, fusion_weight=weight)
+    return Planner(engine, prior, settings, partner=build_partner(cfg.planner.partner, prior))
 
 
 def evaluate_specs(

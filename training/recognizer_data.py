@@ -142,12 +142,6 @@ def load_frames(
     return _stack(images, rows.labels, rows.videos, f"frames:{rows.csv_path}")
 
 
-def from_frame_csv(
-    csv_path: Path, input_size: int, *, workers: int = 2, on_progress: Progress | None = None
-) -> LabelledFrames:
-    return load_frames(read_frame_csv(csv_path), input_size, workers=workers, on_progress=on_progress)
-
-
 # ---- videos with timelines --------------------------------------------------------------------------
 def read_manifest(path: Path) -> list[tuple[str, str]]:
     """Rows ``video,timeline`` with that header, paths relative to the manifest (``#VIDxx`` kept)."""

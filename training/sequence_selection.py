@@ -112,14 +112,6 @@ def grouped_folds(videos: Sequence[str], n_folds: int, seed: int) -> list[tuple[
 Predictor = Callable[[Timeline], np.ndarray]  # P over ACTIONS (current action 0), calibrated
 
 
-def _mask_current(p: np.ndarray, timeline: Timeline) -> np.ndarray:
-    p = np.array(p, dtype=float)
-    if timeline.current is not None:
-        p[ACTIONS.index(timeline.current)] = 0.0
-    total = p.sum()
-    return p / total if total > 0 else np.full(len(ACTIONS), 1.0 / len(ACTIONS))
-
-
 def _scale(p: np.ndarray, temperature: float) -> np.ndarray:
     with np.errstate(divide="ignore"):
         logs = np.log(p) / temperature

@@ -1,5 +1,6 @@
 """Recognizers, chosen by spec through the plugin registry: ``timeline:FILE[#VIDEO]``,
-``checkpoint:FILE``, or your own, ``plugin:MODULE:FACTORY[:ARG]`` / ``plugin:ENTRY_POINT`` (the contract:
+``checkpoint:FILE``, ``torchscript:FILE`` (any TorchScript classifier with an ``llm-sap.json``
+header), or your own, ``plugin:MODULE:FACTORY[:ARG]`` / ``plugin:ENTRY_POINT`` (the contract:
 ``streamer/recognizers/plugin.py``); each implementation is imported only when chosen."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ RECOGNIZERS = PluginRegistry(
     {
         "timeline": "streamer.recognizers.timeline:create",
         "checkpoint": "streamer.recognizers.frame_model:create",
+        "torchscript": "streamer.recognizers.torchscript:create",
         "plugin": "streamer.recognizers.plugin:create",
     },
     error=UnknownRecognizerError,
@@ -27,8 +29,8 @@ def create_recognizer(spec: str, rate_hz: float = 2.0) -> Recognizer:
     parsed = RECOGNIZERS.parse(spec)
     if not parsed.arg:
         raise UnknownRecognizerError(
-            f"recognizer {spec!r} needs an argument: timeline:FILE[#VIDEO], checkpoint:FILE or "
-            "plugin:MODULE:FACTORY"
+            f"recognizer {spec!r} needs an argument: timeline:FILE[#VIDEO], checkpoint:FILE, "
+            "torchscript:FILE or plugin:MODULE:FACTORY"
         )
     factory = RECOGNIZERS.load(parsed.name)
     return factory(parsed.arg, rate_hz)

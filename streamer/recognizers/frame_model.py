@@ -99,7 +99,15 @@ class FrameClassifierRecognizer:
     needs_pixels = True
     has_ground_truth = False
 
-    def __init__(self, model: Any, config: dict[str, Any], rate_hz: float = 2.0, source: str = "") -> None:
+    def __init__(
+        self,
+        model: Any,
+        config: dict[str, Any],
+        rate_hz: float = 2.0,
+        source: str = "",
+        name: str = "checkpoint",
+    ) -> None:
+        self.name = name  # the spec kind it was loaded from: checkpoint or torchscript
         self.model = model.eval()
         self.input_size = int(config["input_size"])
         self.mean = list(config["mean"])

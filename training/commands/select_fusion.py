@@ -48,6 +48,12 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    if cfg.planner.partner != "prior":  # the prior is refit per fold; a learned model is not
+        raise UsageError(
+            f"select-fusion chooses λ for the n-gram partner (planner.partner = prior), not "
+            f"{cfg.planner.partner!r}: compare weights with evaluate --compare "
+            "'NAME=ENGINE+prior:WEIGHT' rows under --set planner.partner=..."
+        )
     weights = DEFAULT_LAMBDAS
     if args.weights:
         try:

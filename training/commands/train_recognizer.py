@@ -18,7 +18,9 @@ from rich.table import Table
 
 from planner.actions import ACTIONS
 from planner.atomic import atomic_write_json
+from planner.outputs import check_outputs
 from streamer.recognizers.frame_model import FrameClassifierRecognizer
+from streamer.recognizers.torchscript import load_torchscript, save_torchscript
 from training.config import AppConfig
 from training.exceptions import UsageError
 from training.recognizer_data import (
@@ -64,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     p.add_argument("--json", type=Path, dest="json_out", help="write the held-out metrics as JSON")
+    p.add_argument(
+        "--torchscript", type=Path, metavar="FILE", help="also write a TorchScript copy (torchscript:FILE)"
+    )
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -134,6 +139,7 @@ def metrics_tables(m: FrameMetrics, held_out: list[str]) -> tuple[Table, Table]:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    check_outputs({"--out": args.out, "--json": args.json_out, "--torchscript": args.torchscript})
     settings = _settings(args)
     data = _load(args, settings.input_size, console)
     val_names = [v.strip() for item in args.val_videos for v in item.split(",") if v.strip()]
@@ -151,6 +157,11 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
         result = train_recognizer(data, train_idx, val_idx, settings, on_step=update)
     meta = write_recognizer_checkpoint(args.out, result, settings, data, held_out)
     FrameClassifierRecognizer.load(args.out)  # the streamer can read what was written
+    if args.torchscript:
+        save_torchscript(result.model, args.torchscript, input_size=settings.input_size, mean=result.mean,
+                         std=result.std, meta=meta)  # fmt: skip
+        load_torchscript(args.torchscript)
+        console.print(f"wrote {args.torchscript} (TorchScript: --recognizer torchscript:{args.torchscript})")
     for table in metrics_tables(result.held_out, held_out):
         console.print(table)
     console.print(f"loss by epoch: {', '.join(f'{v:.4f}' for v in result.epoch_losses)}; "
