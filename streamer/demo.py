@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
 from rich.console import Console
 
 from planner.actions import TISSUE_RETRACTION
@@ -16,12 +17,15 @@ from planner.config import PlannerConfig
 from planner.planner import Planner
 from planner.prior import SequencePrior
 from streamer.config import ServiceConfig, StreamConfig
+from streamer.exceptions import StreamFailedError
 from streamer.mqtt.broker import EmbeddedBroker
 from streamer.mqtt.url import parse_broker_url, watch_commands
 from streamer.service import Service
 from streamer.sources.base import FrameSource
 from streamer.sources.synthetic import SyntheticSource
 from streamer.terminal_view import watch
+
+log = structlog.get_logger(__name__)
 
 
 def synthetic_procedure(
@@ -89,9 +93,13 @@ async def run_demo(
         ready = asyncio.Event()
         done = lambda p: p.get("type") == "status" and p.get("state") == "offline"  # noqa: E731
         watcher = asyncio.create_task(watch(url, room, console, ready=ready, until=done))
-        await asyncio.wait_for(ready.wait(), 10)
+        await _subscribed(watcher, ready, url)
         (state,) = await service.run(exit_when_done=True)
-        count = await asyncio.wait_for(watcher, 10)
+        try:
+            count = await asyncio.wait_for(watcher, 10)
+        except TimeoutError:  # the run is over; only the view missed the final status
+            log.warning("demo.subscriber_missed_offline", broker=url, waited_s=10)
+            count = -1
         return {
             "messages": count,
             "recommendations": state.recommendations,
@@ -100,3 +108,16 @@ async def run_demo(
         }
     finally:
         await broker.stop()
+
+
+async def _subscribed(watcher: asyncio.Task[int], ready: asyncio.Event, url: str) -> None:
+    """Wait until the terminal view subscribed (10 s); else one line, exit 1, nothing left running."""
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({watcher, waiting}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if ready.is_set():
+        return
+    waiting.cancel()
+    watcher.cancel()
+    (outcome,) = await asyncio.gather(watcher, return_exceptions=True)
+    why = f": {outcome}" if isinstance(outcome, Exception) else " within 10 s"
+    raise StreamFailedError(f"the demo's subscriber could not reach the embedded broker at {url}{why}")

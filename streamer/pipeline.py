@@ -171,6 +171,9 @@ class StreamPipeline:
         self.keyframes = KeyframeSampler(self.settings.keyframes)
         self.keyframes.start_clip(-1, 0.0)  # frames before the first clip is confirmed belong to it
         self._reads = planner.reads_near
+        # keyframes are sampled (and converted) only when someone looks at them: a planner that
+        # reads them, or the captioner
+        self._samples_keyframes = KEYFRAMES in self._reads or captions is not None
         self._clip: ClipStarted | None = None  # the running clip, once its start was consumed
         self._clip_open = False
         self._caption: Caption | None = None  # the running clip's latest caption
@@ -252,7 +255,7 @@ class StreamPipeline:
         try:
             while (frame := await self.source.next_frame()) is not None:
                 self.state.last_pts_s = frame.pts_s
-                if self.keyframes.due(frame.pts_s):  # one per interval: converted off the loop, at its size
+                if self._samples_keyframes and self.keyframes.due(frame.pts_s):  # converted off the loop
                     size = self.keyframes.settings.size
                     image = await loop.run_in_executor(self._recognize_pool, frame.image_at, size)
                     self.keyframes.offer(frame.pts_s, image)

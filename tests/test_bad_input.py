@@ -191,8 +191,13 @@ def test_a_second_signal_while_stopping_does_not_kill(
     timeline = write_timeline(tmp_path / "t.csv", [(0.0, "Tissue Retraction"), (0.5, "Dissection")])
     argv = ["serve", "--source", "synthetic", "--recognizer", f"timeline:{timeline}", "--exit-when-done",
             "--no-realtime", "--room", "or-q"]  # fmt: skip
-    assert main(argv) == 0  # finished its shutdown: no KeyboardInterrupt, no death by signal
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # as in a terminal, whatever this test process inherited (a background job starts with SIGINT ignored)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(argv) == 0  # finished its shutdown: no KeyboardInterrupt, no death by signal
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI put it back
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def _one_error_or_notice(capsys: pytest.CaptureFixture[str]) -> str:

@@ -123,8 +123,25 @@ def test_serve_exit_when_done_with_a_failing_stage_is_exit_1(
 @pytest.mark.usefixtures("crashing_planner")
 def test_demo_with_a_failing_stage_is_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--speed", "200"]) == 1
-    err = _error_lines(capsys)
-    assert len(err) == 1 and "room demo failed" in err[0], err
+    printed = capsys.readouterr().err
+    err = [line for line in printed.splitlines() if line.startswith("llm-sap: error")]
+    assert len(err) == 1 and "room demo failed" in err[0], printed[-3000:]
+
+
+def test_demo_whose_view_cannot_subscribe_is_one_line_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import streamer.demo
+
+    async def refused(url: str, room: str, console: object, **kwargs: object) -> int:
+        raise ConnectionRefusedError(f"[Errno 111] Connect call failed ({url})")
+
+    monkeypatch.setattr(streamer.demo, "watch", refused)
+    assert main(["demo", "--speed", "200"]) == 1
+    printed = capsys.readouterr().err
+    err = [line for line in printed.splitlines() if line.startswith("llm-sap: error")]
+    assert len(err) == 1 and "could not reach the embedded broker at mqtt://" in err[0], err
+    assert "Connect call failed" in err[0] and "Traceback" not in printed
 
 
 @pytest.mark.parametrize("speed", ["0", "-1", "nan", "inf", "1e9"])

@@ -19,7 +19,6 @@ from planner.memory import NHFMemory
 from planner.planner import Planner, PlannerSettings
 from planner.prior import packaged_prior
 from streamer.config import ServiceConfig
-from streamer.frames import resize_rgb
 from streamer.replay import replay
 from streamer.sources.video import VideoSource
 
@@ -37,13 +36,14 @@ def _digest(image: np.ndarray) -> str:
 
 
 async def _decoded_frames(video: Path, size: tuple[int, int]) -> dict[str, float]:
-    """Every frame as the service decodes it (224²) then resized to ``size``: content → stream time."""
+    """Every frame as the keyframe sampler gets it (converted once, straight to ``size``): content →
+    stream time."""
     source = VideoSource(str(video), output_size=(224, 224))
     await source.start()
     out: dict[str, float] = {}
     try:
         while (frame := await source.next_frame()) is not None:
-            out.setdefault(_digest(resize_rgb(frame.image, size)), frame.pts_s)
+            out.setdefault(_digest(frame.image_at(size)), frame.pts_s)
     finally:
         await source.stop()
     return out
@@ -69,13 +69,13 @@ def test_indirnhfm_live_gets_keyframes_of_its_clip_and_a_caption(
 
         def planner() -> Planner:
             p = planning.planner()
-            rank = p.recommend
+            rank = p.recommend_async  # what the live pipeline calls
 
-            def recording(memory: NHFMemory) -> Any:
+            async def recording(memory: NHFMemory) -> Any:
                 seen.append(memory)
-                return rank(memory)
+                return await rank(memory)
 
-            p.recommend = recording  # type: ignore[method-assign]
+            p.recommend_async = recording  # type: ignore[method-assign]
             return p
 
         report = asyncio.run(

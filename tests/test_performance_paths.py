@@ -59,8 +59,30 @@ def test_a_frame_is_converted_only_when_used_and_once_per_size() -> None:
         Frame(0, 0.0, None, 1.0)
 
 
-async def test_replay_converts_only_the_keyframes_when_the_recognizer_needs_no_pixels(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+class _KeyframeReader:
+    """A planner engine that reads keyframes (as DirNHFM does) and ranks like the prior."""
+
+    name = "keyframe-reader"
+    model = "test"
+    instant = True
+    reads_near = frozenset({"keyframes"})
+
+    def __init__(self) -> None:
+        self._prior = packaged_prior()
+
+    def rank(self, memory: NHFMemory) -> dict[str, float]:
+        return self._prior.log_scores(memory.history)
+
+    def generate(self, memory: NHFMemory, max_tokens: int = 256) -> Iterator[str]:
+        yield ""
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("reads_keyframes", [False, True], ids=["labels-only", "reads-keyframes"])
+async def test_replay_converts_only_the_frames_someone_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads_keyframes: bool
 ) -> None:
     calls: list[tuple[int, int] | None] = []
     real = frames_module.video_frame_to_rgb
@@ -72,13 +94,22 @@ async def test_replay_converts_only_the_keyframes_when_the_recognizer_needs_no_p
     monkeypatch.setattr(frames_module, "video_frame_to_rgb", counting)
     video = _write_video(tmp_path / "v.mp4")
     timeline = write_timeline(tmp_path / "t.csv", [(0.0, "Dissection"), (6.0, "Coagulation")])
-    report = await replay(ServiceConfig(), prior_planner, str(video), str(timeline))
+
+    def factory() -> Planner:
+        prior = packaged_prior()
+        return Planner(_KeyframeReader(), prior) if reads_keyframes else prior_planner()
+
+    report = await replay(ServiceConfig(), factory, str(video), str(timeline))
     decoded = report["frames"]["decoded"]
     assert decoded == 300 and report["frames"]["dropped"] == 0
-    # the timeline oracle reads no pixels: only the keyframe sampler's frames were converted,
-    # each once, at the sampler's size
-    assert 0 < len(calls) <= 30, len(calls)
-    assert len(set(calls)) == 1 and calls[0] != (160, 96)
+    # the timeline oracle reads no pixels: only keyframes are converted, and only when the planner
+    # reads them (each once, at the sampler's size, about one per second of the 12 s video)
+    if reads_keyframes:
+        assert 0 < len(calls) <= 30, len(calls)
+        assert len(set(calls)) == 1 and calls[0] != (160, 96)
+        assert max(r["basis"]["keyframes"] for r in report["recommendations"]) > 0
+    else:
+        assert calls == []
     assert [c["action"] for c in report["clips"]["found"]] == ["Dissection", "Coagulation"]
 
 

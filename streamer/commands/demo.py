@@ -63,8 +63,9 @@ def run(cfg: LiveConfig, args: argparse.Namespace, console: Console) -> int:
                 planner_config=cfg.planner,
             )
         )
+    received = summary["messages"] if summary["messages"] >= 0 else "? (the view missed the end)"
     console.rule(f"done: {summary['clips']} clips, {summary['recommendations']} recommendations, "
-                 f"{summary['messages']} MQTT messages received")  # fmt: skip
+                 f"{received} MQTT messages received")  # fmt: skip
     if summary["failed"]:
         raise StreamFailedError("; ".join(f"room {room} failed: {why}" for room, why in summary["failed"]))
     return 0
