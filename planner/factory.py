@@ -52,7 +52,9 @@ class SharedPlanning:
         log.debug("planner.engine_ready", engine=self.engine.name, model=self.engine.model, shared=True)
 
     def planner(self) -> Planner:
-        return Planner(self.engine, self.prior, self.cfg.settings, worker=self.worker, partner=self.partner)
+        return Planner(
+            self.engine, self.prior, self.cfg.settings, worker=self.worker, partner=self.partner, shared=True
+        )
 
     def close(self) -> None:
         if self.worker is not None:

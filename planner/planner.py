@@ -91,7 +91,8 @@ class Planner:
 
     ``worker``: a shared ``EngineWorker`` over ``engine`` (one model for every room); the Planner
     then leaves the engine and the worker open on ``close`` (their owner closes them). Without
-    one, a model engine gets a worker of its own and the Planner closes both."""
+    one, a model engine gets a worker of its own and the Planner closes both. ``shared``: the
+    engine belongs to someone else even without a worker (an instant engine shared by rooms)."""
 
     def __init__(
         self,
@@ -103,6 +104,7 @@ class Planner:
         worker: EngineWorker | None = None,
         sequence_model: LearnedModel | None = None,
         partner: SequencePartner | None = None,
+        shared: bool = False,
     ) -> None:
         self.engine = engine
         self.prior = prior
@@ -116,7 +118,8 @@ class Planner:
         self._inline = bool(getattr(engine, "instant", False))  # declared: no thread, no deadline
         if worker is not None and worker.engine is not engine:
             raise ValueError("the shared worker runs another engine")
-        self._owns_engine = worker is None
+        # a shared engine (one per process, every room's Planner over it) is closed by its owner
+        self._owns_engine = worker is None and not shared
         self._worker = None if self._inline else (worker or EngineWorker(engine))
         self._failures = 0
         self._skip_until = 0.0

@@ -21,6 +21,11 @@ class LatestWinsMailbox(Generic[T]):
         self._item = item
         self._event.set()
 
+    @property
+    def pending(self) -> bool:
+        """An item waits to be taken."""
+        return self._item is not None
+
     def close(self) -> None:
         self._closed = True
         self._event.set()

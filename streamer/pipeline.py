@@ -191,6 +191,11 @@ class StreamPipeline:
             asyncio.Queue(CLIP_QUEUE_BOUND)
         )
         self._plans: LatestWinsMailbox[_PlanRequest] = LatestWinsMailbox()
+        # set while no plan is queued or being ranked; a lossless replay waits for it at each new
+        # clip, so a clip's plan is never outrun by the next clip (nothing discarded as stale)
+        self._plans_idle = asyncio.Event()
+        self._plans_idle.set()
+        self._waits_for_plans = bool(getattr(source, "lossless", False))
         # one worker thread per stage per stream: a slow stream never holds another's threads
         self._recognize_pool = ThreadPoolExecutor(1, thread_name_prefix=f"recognize-{room}")
         self._text_pool = ThreadPoolExecutor(1, thread_name_prefix=f"text-{room}")
@@ -282,6 +287,8 @@ class StreamPipeline:
                     if isinstance(event, ClipStarted):  # from now on, frames are the new clip's
                         self.keyframes.start_clip(event.index, event.start_s)
                     await self._clip_events.put((event, dict(stamps)))
+                if events and self._waits_for_plans:  # lossless replay: never read past a clip event
+                    await self._clip_events.join()  # before its plan was requested (stream time = basis)
                 self._follow_clip()
             for event in self.segmenter.finish(self.state.last_pts_s):
                 await self._clip_events.put((event, {"segmented": time.time()}))
@@ -290,31 +297,39 @@ class StreamPipeline:
 
     async def _consume_clip_events(self) -> None:
         while (item := await self._clip_events.get()) is not None:
-            event, stamps = item
-            self._emit(self.topics.clip, self.payloads.clip(event, stamps), retain=False)
-            ended = isinstance(event, ClipEnded)
-            log.info("stream.clip", room=self.room, what="ended" if ended else "started",
-                     clip=event.index + 1, action=event.action,
-                     at_s=round(event.end_s if ended else event.start_s, 1))  # fmt: skip
-            if isinstance(event, ClipStarted):
-                self.memory = self.memory.start_clip(event.action, event.start_s)
-                self._clip, self._clip_open, self._caption = event, True, None
-                self._revision, self._published_revision, self._published = 0, -1, None
-                self._captioned_version, self._last_caption_pts = -1, float("-inf")
-                self._request_plan("clip_start", stamps)
-                self._request_caption()
-            else:
-                if self._clip is not None and event.index == self._clip.index:
-                    self._clip_open = False
-                self.state.clips.append(
-                    {
-                        "index": event.index,
-                        "action": event.action,
-                        "start_s": event.start_s,
-                        "end_s": event.end_s,
-                    }
-                )
+            try:
+                await self._on_clip_event(*item)
+            finally:
+                self._clip_events.task_done()
         self._plans.close()
+
+    async def _on_clip_event(self, event: ClipStarted | ClipEnded, stamps: dict[str, float]) -> None:
+        """Publish the clip event; a clip's start updates the memory and asks for its plan."""
+        self._emit(self.topics.clip, self.payloads.clip(event, stamps), retain=False)
+        ended = isinstance(event, ClipEnded)
+        log.info("stream.clip", room=self.room, what="ended" if ended else "started",
+                 clip=event.index + 1, action=event.action,
+                 at_s=round(event.end_s if ended else event.start_s, 1))  # fmt: skip
+        if isinstance(event, ClipStarted):
+            if self._waits_for_plans:  # lossless replay: the previous clip's plan goes out first
+                await self._plans_idle.wait()
+            self.memory = self.memory.start_clip(event.action, event.start_s)
+            self._clip, self._clip_open, self._caption = event, True, None
+            self._revision, self._published_revision, self._published = 0, -1, None
+            self._captioned_version, self._last_caption_pts = -1, float("-inf")
+            self._request_plan("clip_start", stamps)
+            self._request_caption()
+        else:
+            if self._clip is not None and event.index == self._clip.index:
+                self._clip_open = False
+            self.state.clips.append(
+                {
+                    "index": event.index,
+                    "action": event.action,
+                    "start_s": event.start_s,
+                    "end_s": event.end_s,
+                }
+            )
 
     def _current_keyframes(self) -> tuple[Any, ...]:
         """The running clip's keyframes (none while the sampler is already on a newer clip)."""
@@ -348,6 +363,7 @@ class StreamPipeline:
         self._last_plan_pts = seen
         self._revision += 1
         stamps = {**stamps, "plan_requested": time.time()}
+        self._plans_idle.clear()
         self._plans.put(_PlanRequest(memory, self._clip, stamps, basis))
 
     def _follow_clip(self) -> None:
@@ -399,6 +415,8 @@ class StreamPipeline:
             # one hop at most: an instant engine ranks inline; a model engine's request goes straight
             # to the engine worker's thread and this loop awaits it under the planner's deadline
             rec = await self.planner.recommend_async(request.memory)
+            if not self._plans.pending:
+                self._plans_idle.set()
             if request.clip is not self._clip:  # a newer clip started meanwhile: this one is stale
                 self.state.stale_plans += 1
                 continue

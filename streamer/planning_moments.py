@@ -63,6 +63,16 @@ def seen_until_s(payload: dict[str, Any]) -> float:
     return float(value) if value is not None else float(payload["stream_time_s"] or 0.0)
 
 
+def clip_starts(payloads: Iterable[dict[str, Any]]) -> list[float]:
+    """The start second of each clip the live path found, by clip index (its clip-started messages)."""
+    started = {
+        int(p["clip"]["index"]): float(p["clip"]["start_s"])
+        for p in payloads
+        if p.get("type") == "clip" and p.get("event") == "started"
+    }
+    return [started[i] for i in sorted(started)]
+
+
 def rankings(payloads: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ranking payloads (not the text-only repeats), in publishing order."""
     recs = [p for p in payloads if p.get("type") == "recommendation" and not p.get("refresh")]

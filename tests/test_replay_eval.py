@@ -10,7 +10,6 @@ import pytest
 from training.cli import main
 
 
-@pytest.mark.slow
 def test_label_only_planner_live_equals_offline_on_the_real_split(
     annotations_path: Path, tmp_path: Path
 ) -> None:

@@ -150,3 +150,17 @@ source = "synthetic"
     assert main([*argv, "--set", "service.refresh_text=false"]) == 0
     err = capsys.readouterr().err
     assert err.count("engine.model_loaded") == 1, err
+
+
+def test_an_instant_engine_shared_by_rooms_outlives_any_one_room() -> None:
+    """One room ending closes its Planner, never the process's engine (the learned engine refuses
+    to rank once closed)."""
+    from planner.config import PlannerConfig
+    from planner.factory import SharedPlanning
+
+    with SharedPlanning(PlannerConfig(engine="learned"), packaged_prior()) as planning:
+        first, second = planning.planner(), planning.planner()
+        first.recommend(_memory())
+        first.close()  # its room ended
+        rec = second.recommend(_memory())
+        assert not rec.degraded and rec.engine == "learned"

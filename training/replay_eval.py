@@ -33,7 +33,7 @@ from planner.planner import Planner
 from streamer.config import ServiceConfig, StreamConfig
 from streamer.latency import percentiles
 from streamer.messages import Outgoing
-from streamer.planning_moments import MOMENTS, TargetRankings, rankings, rankings_before
+from streamer.planning_moments import MOMENTS, TargetRankings, clip_starts, rankings, rankings_before
 from streamer.replay_report import RecordingSink
 from streamer.sources.base import FrameSource
 from training.cholect50 import Annotations, PlanningSample
@@ -78,8 +78,6 @@ def plan_jobs(data: Annotations, split: str, videos_dir: Path | None) -> list[Vi
     jobs = []
     for video in split_videos(data, split):
         rows = tuple((float(c.start_s), c.action) for c in data.videos[video])
-        if rows[0][0] != 0.0 and videos_dir is None:
-            rows = ((0.0, rows[0][1]), *rows[1:])  # a synthetic video starts with the first clip
         last_start = rows[-1][0]
         if videos_dir is None:
             jobs.append(VideoJob(video, rows, None, last_start + SYNTHETIC_TAIL_S))
@@ -126,6 +124,7 @@ class LiveRun:
     latency: dict[str, list[float]]
     decoded: int
     dropped: int
+    clip_starts: list[float]  # the start second of each clip the live path found, by index
 
 
 async def run_live(
@@ -160,9 +159,9 @@ async def run_live(
 
             return default_source(stream, c)
         size = (c.frame_size, c.frame_size)
-        return SyntheticSource(
-            list(job.rows), duration_s=job.duration_s, fps=SYNTHETIC_FPS, size=size, name=job.video
-        )
+        # stream time = the annotation's time: the video starts at its first annotated clip
+        return SyntheticSource(list(job.rows), duration_s=job.duration_s, fps=SYNTHETIC_FPS, size=size,
+                               name=job.video, start_s=job.rows[0][0])  # fmt: skip
 
     service = Service(
         cfg,
@@ -188,6 +187,7 @@ async def run_live(
                 latency={n: pipeline.latency.values(n) for n in names},
                 decoded=pipeline.source.stats.decoded,
                 dropped=pipeline.source.stats.dropped,
+                clip_starts=clip_starts(recorders[run.config.room].of_type("clip")),
             )
         )
     return out
@@ -215,14 +215,18 @@ def clip_start_s(data: Annotations, sample: PlanningSample) -> float:
     return float(next(c.start_s for c in clips if str(c.index) == sample.clip))
 
 
-def memory_from_history(history: Sequence[str], planner_cfg: PlannerConfig) -> NHFMemory:
-    """A label-only memory for a_1..a_t, with the configured bounds."""
+def memory_from_history(
+    history: Sequence[str], planner_cfg: PlannerConfig, starts: Sequence[float] = ()
+) -> NHFMemory:
+    """A label-only memory for a_1..a_t (with each clip's start second when given: the learned
+    planner reads clip times), with the configured bounds."""
     m = planner_cfg.memory
     return NHFMemory.from_history(
         tuple(history[:-1]),
         history[-1] if history else None,
         max_distant=m.max_distant,
         max_keyframes=m.max_keyframes,
+        starts=tuple(starts[: len(history)]) if len(starts) >= len(history) else (),
     )
 
 
@@ -235,6 +239,7 @@ def score(
 ) -> dict[str, Any]:
     """The three metric blocks, and where live and offline differ."""
     by_video = {r.video: rankings(r.payloads) for r in runs}
+    starts_by_video = {r.video: r.clip_starts for r in runs}  # the live path's clip times
     moments: dict[str, list[Scored]] = {m: [] for m in MOMENTS}
     offline: list[Scored] = []
     found: list[tuple[PlanningSample, TargetRankings]] = []
@@ -255,7 +260,8 @@ def score(
             diag["missed"] += 1
             offline.append(Scored(sample.video, sample.target, sample.next_action, ()))
             continue
-        ranked_offline = planner.recommend(memory_from_history(at.history, planner_cfg)).ranked_labels
+        memory = memory_from_history(at.history, planner_cfg, starts_by_video.get(sample.video, ()))
+        ranked_offline = planner.recommend(memory).ranked_labels
         offline.append(Scored(sample.video, sample.target, sample.next_action, ranked_offline))
         diag["history_differs_from_actions"] += at.history != actions_history(data, sample)
         diag["degraded"] += bool(at.clip_start.get("degraded") or (at.before_next or {}).get("degraded"))
@@ -328,7 +334,7 @@ def replay_eval(
         "split": split,
         "source": f"videos in {videos_dir}" if videos_dir else f"synthetic videos at {SYNTHETIC_FPS:g} fps",
         **live_figures(runs),
-        "stream_s": round(sum(job.duration_s for job in jobs), 1),
+        "stream_s": round(sum(job.duration_s - (0 if job.path else job.rows[0][0]) for job in jobs), 1),
         "live_wall_s": round(live_s, 2),
         "wall_s": round(wall_s, 2),
     }

@@ -47,16 +47,17 @@ DEFAULT_SEQUENCE: Final[tuple[str, ...]] = (
 )
 
 
-def validate_timeline(timeline: Sequence[tuple[float, str]]) -> list[tuple[float, str]]:
-    """(start_s, action) rows, first at 0 s, strictly increasing starts, labels from ACTIONS."""
+def validate_timeline(timeline: Sequence[tuple[float, str]], start_s: float = 0.0) -> list[tuple[float, str]]:
+    """(start_s, action) rows, the first at the first frame (``start_s``, 0 s unless the video
+    starts later), strictly increasing starts, labels from ACTIONS."""
     rows = [(float(start), action) for start, action in timeline]
     if not rows:
         raise TimelineError("timeline is empty: give at least one (start_s, action) row")
     for i, (start, action) in enumerate(rows):
         if action not in ACTIONS:
             raise TimelineError(f"timeline row {i}: unknown action {action!r} (expected one of {ACTIONS})")
-        if i == 0 and start != 0.0:
-            raise TimelineError(f"timeline row 0 must start at 0 s, got {start!r}")
+        if i == 0 and start != start_s:
+            raise TimelineError(f"timeline row 0 must start at {start_s:g} s, got {start!r}")
         if i and start <= rows[i - 1][0]:
             raise TimelineError(f"timeline row {i}: start {start!r} is not after {rows[i - 1][0]!r}")
     return rows
@@ -68,7 +69,7 @@ def default_timeline(duration_s: float) -> list[tuple[float, str]]:
 
 
 class SyntheticSource:
-    """A ``FrameSource`` that draws frames from a timeline; ``pts_s = index / fps``."""
+    """A ``FrameSource`` that draws frames from a timeline; ``pts_s = start_s + index / fps``."""
 
     def __init__(
         self,
@@ -82,17 +83,25 @@ class SyntheticSource:
         lossless: bool | None = None,
         seed: int = 0,
         name: str = "synthetic",
+        start_s: float = 0.0,
     ) -> None:
         """``size`` is (width, height). ``lossless`` defaults to ``not realtime``. ``speed`` > 1
-        plays a realtime stream faster than real time (the demo)."""
+        plays a realtime stream faster than real time (the demo). ``start_s``: the stream time of
+        the first frame (a recording that starts into a procedure's timeline); it ends at
+        ``duration_s``."""
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed!r}")
         if duration_s <= 0 or fps <= 0:
             raise ValueError(f"duration_s and fps must be positive, got {duration_s!r} and {fps!r}")
         if len(size) != 2 or min(size) < 8:
             raise ValueError(f"size must be (width, height) with sides of at least 8, got {size!r}")
-        self.timeline = validate_timeline(timeline) if timeline is not None else default_timeline(duration_s)
+        if not 0 <= start_s < duration_s:
+            raise ValueError(f"start_s must be in [0, duration_s), got {start_s!r}")
+        self.timeline = (
+            validate_timeline(timeline, start_s) if timeline is not None else default_timeline(duration_s)
+        )
         self.duration_s = duration_s
+        self.start_s = start_s
         self.fps = fps
         self.size = size
         self.realtime = realtime
@@ -108,7 +117,7 @@ class SyntheticSource:
 
     @property
     def frame_count(self) -> int:
-        return round(self.duration_s * self.fps)
+        return round((self.duration_s - self.start_s) * self.fps)
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -121,7 +130,7 @@ class SyntheticSource:
     def render(self, index: int, rng: np.random.Generator) -> np.ndarray:
         """Frame ``index`` as H×W×3 RGB uint8: the action's colour, noise, a moving grey disc."""
         width, height = self.size
-        t = index / self.fps
+        t = self.start_s + index / self.fps
         base = np.array(ACTION_COLOURS[self.action_at(t)], dtype=np.int16)
         noise = rng.integers(-NOISE_AMPLITUDE, NOISE_AMPLITUDE + 1, size=(height, width, 3), dtype=np.int16)
         image = base + noise
@@ -158,8 +167,8 @@ class SyntheticSource:
         log.info("synthetic_started", source=self.name, frames=self.frame_count, realtime=self.realtime)
         try:
             for index in range(self.frame_count):
-                pts_s = index / self.fps
-                due_s = pts_s / self.speed
+                pts_s = self.start_s + index / self.fps
+                due_s = (pts_s - self.start_s) / self.speed
                 if self.realtime and self._stop.wait(max(0.0, started[0] + due_s - time.monotonic())):
                     break
                 image = self.render(index, rng)
