@@ -259,6 +259,7 @@ class StreamPipeline:
         next_due = float("-inf")
         try:
             while (frame := await self.source.next_frame()) is not None:
+                taken = time.time()  # "frame" latency: this stage's own work, not the source's queue
                 self.state.last_pts_s = frame.pts_s
                 if self._samples_keyframes and self.keyframes.due(frame.pts_s):  # converted off the loop
                     size = self.keyframes.settings.size
@@ -282,7 +283,7 @@ class StreamPipeline:
                 self.state.frames_processed += 1
                 events = self.segmenter.update(frame.pts_s, probs)
                 stamps["segmented"] = time.time()
-                self.latency.add("frame", (stamps["segmented"] - frame.decoded_at) * 1000)
+                self.latency.add("frame", (stamps["segmented"] - taken) * 1000)
                 for event in events:
                     if isinstance(event, ClipStarted):  # from now on, frames are the new clip's
                         self.keyframes.start_clip(event.index, event.start_s)
