@@ -32,14 +32,17 @@ def _clock(seconds: float | None) -> str:
 
 def basis_text(basis: dict[str, Any] | None) -> str:
     """What a plan saw, in words: "updated 12 s into the clip, 5 keyframes, caption" for an in-clip
-    refresh, "at clip start, 1 keyframe" for the first plan of a clip ("" without a basis)."""
+    refresh, "at clip start, 1 keyframe" for the first plan of a clip, "at clip start" when it saw
+    labels only ("" without a basis)."""
     if not basis:
         return ""
     n = basis["keyframes"]
-    seen = f"{n} keyframe{'' if n == 1 else 's'}" + (", caption" if basis["caption"] else "")
+    parts = [f"{n} keyframe{'' if n == 1 else 's'}"] if n else []  # label-only planners see none
+    parts += ["caption"] if basis["caption"] else []
+    seen = "".join(f", {p}" for p in parts)
     if basis["trigger"] == "refresh":
-        return f"updated {basis['clip_elapsed_s']:.0f} s into the clip, {seen}"
-    return f"at clip start, {seen}"
+        return f"updated {basis['clip_elapsed_s']:.0f} s into the clip{seen}"
+    return f"at clip start{seen}"
 
 
 def format_message(

@@ -27,6 +27,8 @@ def test_refresh_and_clip_start_say_what_they_saw() -> None:
     start = {"trigger": "clip_start", "revision": 0, "keyframes": 1, "caption": False, "clip_elapsed_s": 0.5}
     assert basis_text(refresh) == "updated 12 s into the clip, 5 keyframes, caption"
     assert basis_text(start) == "at clip start, 1 keyframe"
+    assert basis_text({**start, "keyframes": 0}) == "at clip start"  # a label-only planner saw no frames
+    assert basis_text({**refresh, "keyframes": 0, "caption": False}) == "updated 12 s into the clip"
     assert basis_text(None) == ""
     line = format_message("llm-sap/v1/or-1/recommendation", _payload(refresh))
     assert line is not None and "next ▷" in line.plain and line.plain.endswith("5 keyframes, caption")

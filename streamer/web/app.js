@@ -80,11 +80,12 @@ function nextInText(rec) {
 
 function basisText(basis) {
   if (!basis) return "";
-  const n = basis.keyframes;
-  const seen = `${n} keyframe${n === 1 ? "" : "s"}${basis.caption ? ", caption" : ""}`;
+  const n = basis.keyframes;  // a label-only planner sees none: say nothing about frames
+  const parts = [...(n ? [`${n} keyframe${n === 1 ? "" : "s"}`] : []), ...(basis.caption ? ["caption"] : [])];
+  const seen = parts.map((p) => `, ${p}`).join("");
   return basis.trigger === "refresh"
-    ? `updated ${Math.round(basis.clip_elapsed_s)} s into the clip, ${seen}`
-    : `at clip start, ${seen}`;
+    ? `updated ${Math.round(basis.clip_elapsed_s)} s into the clip${seen}`
+    : `at clip start${seen}`;
 }
 // A payload of an earlier clip, or an earlier ranking (revision) of the same clip.
 function olderThan(p, rec) {
