@@ -204,3 +204,29 @@ def _one_error_or_notice(capsys: pytest.CaptureFixture[str]) -> str:
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("llm-sap:")]
     assert len(err) == 1, err
     return err[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        ("distill", "--out"),
+        ("select-prior", "--out"),
+        ("select-prior", "--json"),
+        ("select-fusion", "--json"),
+        ("fit-learned", "--out"),
+        ("replay-eval", "--json"),
+    ],
+)
+def test_every_offline_output_is_checked_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, flag: str
+) -> None:
+    annotations = tmp_path / "a.json"
+    annotations.write_text("{}")  # never read: the outputs are checked first
+    (tmp_path / "dir").mkdir()
+    extra = {"distill": ["--teacher", "reference"], "select-fusion": ["--planner", "prior"]}.get(command, [])
+    for bad in (tmp_path / "dir", annotations):  # a directory; the input itself
+        argv = [command, "--annotations", str(annotations), *extra, flag, str(bad)]
+        assert main(argv) == 2
+        err = _one_error(capsys)
+        assert str(bad) in err and flag in err, err
+    assert annotations.read_text() == "{}"

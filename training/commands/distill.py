@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.atomic import atomic_write_json
+from planner.outputs import check_outputs
 from training.cholect50 import TEST_VIDEOS, load_annotations
 from training.config import AppConfig
 from training.distill import DistillError, ResponseCache, distill, write_chats
@@ -54,6 +55,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    check_outputs({"--out": args.out}, inputs=[args.annotations])
     settings = cfg.training.distill
     data = load_annotations(args.annotations)
     prior = build_prior(cfg, data, args.prior)

@@ -11,6 +11,7 @@ from rich.table import Table
 from planner.atomic import atomic_write_json
 from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from planner.engines import create_engine
+from planner.outputs import check_outputs
 from training.cholect50 import load_annotations
 from training.config import AppConfig
 from training.evaluate import PAPER_BEST, score
@@ -48,6 +49,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    check_outputs({"--json": args.json_out}, inputs=[args.annotations, args.split_file])
     if cfg.planner.partner != "prior":  # the prior is refit per fold; a learned model is not
         raise UsageError(
             f"select-fusion chooses λ for the n-gram partner (planner.partner = prior), not "

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.atomic import atomic_write_json
+from planner.outputs import check_outputs
 from training.cholect50 import load_annotations
 from training.config import AppConfig
 from training.evaluate import PAPER_BEST, score
@@ -34,6 +35,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
+    check_outputs({"--out": args.out, "--json": args.json_out}, inputs=[args.annotations, args.split_file])
     data = load_annotations(args.annotations)
     split = load_split(args.split_file, data)
     grid = default_grid()
