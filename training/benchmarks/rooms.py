@@ -1,12 +1,13 @@
 """Rooms per node: N live rooms in one process, one shared planner engine, real video.
 
-    python -m training.benchmarks.rooms [--rooms 1,4,8,16] [--planners prior,tiny] [--json OUT]
+    python -m training.benchmarks.rooms [--rooms 1,4,8,16] [--planners prior,learned,tiny] [--json OUT]
 
 Each room plays one of the three real laparoscopic clips (854x480 H.264, 25 fps, realtime
-pacing) with the timeline oracle switching action every 5 s; the clips play again until ``--samples``
-recommendations were published per setting (at least once). Planners: ``prior`` (the n-gram)
-and ``tiny`` (a tiny random Qwen2 built here, ranked through the shared engine worker, batched
-across rooms). A subscriber in another process measures capture → subscriber latency of every
+pacing) with the timeline oracle switching action every 5 s; the clips play again until
+``--samples`` recommendations were published per setting (at least once). Planners: ``prior``
+(the n-gram), ``learned`` (the learned sequence planner, the default; inline like the prior) and
+``tiny`` (a tiny random Qwen2 built here, ranked through the shared engine worker, batched across
+rooms). A subscriber in another process measures capture → subscriber latency of every
 recommendation; CPU (percent of one core, the whole process) and peak RSS are sampled. Broker:
 mosquitto when installed (as in production), else the embedded one. Prints one row per setting
 and the largest room count whose p99 stays within ``--p99-ms`` (default 50).
@@ -158,14 +159,14 @@ async def run_setting(rooms: int, planner: PlannerConfig, workdir: Path, loops: 
 
 
 def _planner_config(name: str, workdir: Path) -> PlannerConfig:
-    if name == "prior":
-        return PlannerConfig()
+    if name in ("prior", "learned"):  # the n-gram; the learned sequence planner (the default)
+        return PlannerConfig(engine=name)
     if name == "tiny":
         from training.tiny_models import build_tiny_model
 
         model = build_tiny_model(workdir / "tiny-qwen")
         return PlannerConfig(engine=f"transformers:{model}")
-    raise SystemExit(f"bench: unknown planner {name!r} (prior, tiny)")
+    raise SystemExit(f"bench: unknown planner {name!r} (prior, learned, tiny)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.benchmarks.rooms", description=__doc__.splitlines()[0]
     )
     p.add_argument("--rooms", default="1,4,8,16", help="room counts, comma-separated (default 1,4,8,16)")
-    p.add_argument("--planners", default="prior,tiny", help="prior and/or tiny (default both)")
+    p.add_argument(
+        "--planners", default="prior,learned,tiny", help="prior, learned and/or tiny (default all three)"
+    )
     p.add_argument(
         "--samples", type=int, default=30, help="recommendations per setting, at least (default 30)"
     )
