@@ -262,6 +262,21 @@ def test_a_learned_model_is_never_scored_on_videos_it_was_trained_on(
     assert "not reported: the sequence model was trained on 3" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert "next_or_after" not in report and "time_to_next" not in report
+    # a --compare row of the learned model is refused the same way, before anything is written
+    out.unlink()
+    assert main([*argv, "--compare", "n=prior", "--compare", "l=learned", "--json", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "trained on 3 of the videos it would be scored on" in err[0], err
+    assert not out.exists()
+
+
+def test_select_fusion_refuses_a_partner_it_cannot_refit_per_fold(
+    annotations_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["select-fusion", "--annotations", str(annotations_path), "--planner", "prior"]
+    assert main([*argv, "--set", "planner.partner='learned'"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "select-fusion chooses λ for the n-gram partner" in err[0], err
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -23,21 +22,7 @@ from streamer.config import ServiceConfig
 from streamer.frames import Frame
 from streamer.replay import replay
 from tests.streaming_helpers import prior_planner, write_timeline
-
-
-def _write_video(path: Path, seconds: float = 12.0, fps: int = 25) -> Path:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
-        for i in range(int(seconds * fps)):
-            image = np.full((96, 160, 3), (i * 3) % 255, np.uint8)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+from tests.test_exit_codes import tiny_video
 
 
 def _decoded_frame() -> av.VideoFrame:
@@ -92,7 +77,7 @@ async def test_replay_converts_only_the_frames_someone_uses(
         return real(frame, size)
 
     monkeypatch.setattr(frames_module, "video_frame_to_rgb", counting)
-    video = _write_video(tmp_path / "v.mp4")
+    video = tiny_video(tmp_path / "v.mp4", seconds=12.0, fps=25)
     timeline = write_timeline(tmp_path / "t.csv", [(0.0, "Dissection"), (6.0, "Coagulation")])
 
     def factory() -> Planner:
@@ -106,7 +91,7 @@ async def test_replay_converts_only_the_frames_someone_uses(
     # reads them (each once, at the sampler's size, about one per second of the 12 s video)
     if reads_keyframes:
         assert 0 < len(calls) <= 30, len(calls)
-        assert len(set(calls)) == 1 and calls[0] != (160, 96)
+        assert len(set(calls)) == 1 and calls[0] != (32, 32)
         assert max(r["basis"]["keyframes"] for r in report["recommendations"]) > 0
     else:
         assert calls == []

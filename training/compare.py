@@ -160,11 +160,13 @@ def evaluate_specs(
 ) -> list[CompareRow]:
     """Each row's predictions and metrics. ``progress(description, total)`` is a context manager
     yielding ``update(done)`` (``training.tables.progress_bar`` with its console bound)."""
+    for spec in specs:  # before any row runs: a learned row never scores its own training videos
+        if spec.engine.partition(":")[0] == "learned":
+            refuse_learned_on_its_training_videos(create_engine(spec.engine, prior), samples)
     rows = []
     for spec in specs:
         t0 = time.perf_counter()
         planner = planner_for(cfg, prior, spec)
-        refuse_learned_on_its_training_videos(planner, samples)
         try:
             with progress(f"{spec.name} ({planner.engine.name})", len(samples)) as update:
                 predictions = predict(planner, samples, on_progress=update)

@@ -181,11 +181,10 @@ def seen_in_training(model: object, samples: Sequence[PlanningSample]) -> list[s
     return sorted({s.video for s in samples} & trained)
 
 
-def refuse_learned_on_its_training_videos(planner: Planner, samples: Sequence[PlanningSample]) -> None:
+def refuse_learned_on_its_training_videos(engine: object, samples: Sequence[PlanningSample]) -> None:
     """A learned engine is never scored on videos it was trained on (one line, exit 2)."""
-    leaked = seen_in_training(getattr(planner.engine, "learned", None), samples)
+    leaked = seen_in_training(getattr(engine, "learned", None), samples)
     if leaked:
-        planner.close()
         shown = ", ".join(leaked[:5]) + (", ..." if len(leaked) > 5 else "")
         raise UsageError(
             f"the learned model was trained on {len(leaked)} of the videos it would be scored on "

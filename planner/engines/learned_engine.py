@@ -20,7 +20,7 @@ class LearnedEngine:
     """Ranks by the learned model (calibrated probabilities); its "text" is built from the knowledge base."""
 
     name = "learned"
-    instant = True  # a 5x52 matrix product: runs inline
+    instant = True  # 500 small trees in numpy, ~0.2 ms a ranking here: runs inline on the caller's loop
     needs_model = False
     batch_rank = False
     calibrated = True  # the model's temperature is already applied: the planner adds none

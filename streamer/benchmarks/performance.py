@@ -176,7 +176,8 @@ def _overhead_from_report(report: dict[str, Any]) -> dict[str, Any]:
             "overhead_p50_ms": hop.get("p50"), "overhead_p99_ms": hop.get("p99")}  # fmt: skip
 
 
-async def _mosquitto() -> tuple[str, Any] | None:
+async def start_mosquitto() -> tuple[str, Any] | None:
+    """(url, an async stopper) of a mosquitto on a free loopback port, or None when not installed."""
     binary = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
@@ -208,7 +209,7 @@ async def bench_live(broker: str, clip: Path, timeline: Path) -> dict[str, Any] 
         embedded = EmbeddedBroker()
         url, stop, v5 = await embedded.start(), embedded.stop, False
     else:
-        started = await _mosquitto()
+        started = await start_mosquitto()
         if started is None:
             return None
         (url, stop), v5 = started, True

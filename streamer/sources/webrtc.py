@@ -1,11 +1,11 @@
 """WebRTC ingest: one room's video track from a browser (or any WebRTC peer), received with aiortc.
 
 aiortc decodes in its own thread and queues the decoded frames on the event loop without bound,
-so a ``recv-{name}`` task keeps draining that queue: it only stamps each frame and drops it into
-a one-slot box (newest wins, a replaced frame counts as dropped). A ``convert-{name}`` thread takes
-the newest frame and hands it to the ``LatestFrameSlot`` unconverted: the RGB conversion (at
-``output_size`` or the size a consumer asks) happens in the consumer's thread when a frame is
-used (``Frame.image_at``), so no pixel work runs on the event loop and unused frames cost none.
+so a ``recv-{name}`` task keeps draining that queue: it only stamps each frame and puts it,
+unconverted, into the ``LatestFrameSlot`` (newest wins, a replaced frame counts as dropped). The
+RGB conversion (at ``output_size`` or the size a consumer asks) happens in the consumer's thread
+when a frame is used (``Frame.image_at``), so no pixel work runs on the event loop and unused
+frames cost none.
 
 Peers come and go, and the room recovers: ``attach(track, peer=...)`` (called by the signaling
 endpoint) makes the new peer a *candidate*; it replaces the current peer only once it delivers its
@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -38,13 +37,9 @@ from streamer.exceptions import SourceError
 from streamer.frames import DEFAULT_OUTPUT_SIZE, Frame
 from streamer.sources.base import LatestFrameSlot, SourceStats
 
-if TYPE_CHECKING:
-    from av.video.frame import VideoFrame
-
 log = structlog.get_logger(__name__)
 
 _FALLBACK_FRAME_S = 0.04  # stream-time step used when a frame carries no timestamp
-_JOIN_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 10.0  # an answered offer must deliver its first frame within this
 FRAME_TIMEOUT_S = 3.0  # no frame from the live peer for this long: the room is stalled
 HealthListener = Callable[[str, "str | None"], None]
@@ -57,37 +52,6 @@ class _Peer:
     on_live: Callable[[], None] | None = None  # the signaling endpoint promotes its connection
     on_dropped: Callable[[], None] | None = None  # ... or closes it
     timer: asyncio.TimerHandle | None = None
-
-
-class _RawBox:
-    """One slot between the recv task (event loop) and the convert thread; newest wins."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: tuple[VideoFrame, float, float] | None = None
-        self._replaced = 0
-        self._closed = False
-
-    def put(self, item: tuple[VideoFrame, float, float]) -> None:
-        with self._cond:
-            if self._item is not None:
-                self._replaced += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self) -> tuple[tuple[VideoFrame, float, float] | None, int]:
-        """The newest item and how many were replaced since the last take; (None, n) once closed."""
-        with self._cond:
-            while self._item is None and not self._closed:
-                self._cond.wait()
-            item, self._item = self._item, None
-            replaced, self._replaced = self._replaced, 0
-            return (None if self._closed else item), replaced
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 class WebRTCSource:
@@ -114,8 +78,7 @@ class WebRTCSource:
         self.first_frame_at: float | None = None
         self.frame_size: tuple[int, int] | None = None  # (width, height) of the last frame received
         self._slot = LatestFrameSlot(self.stats, lossless=False)
-        self._box = _RawBox()
-        self._thread: threading.Thread | None = None
+        self._index = 0  # frames handed to the slot
         self._next_pts_s = 0.0  # where the next peer's stream time starts
         self._log = log.bind(room=room, source=self.name)
         self.connect_timeout_s = connect_timeout_s
@@ -131,29 +94,24 @@ class WebRTCSource:
 
     # ---- FrameSource -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the convert thread; frames flow once a peer attaches (now or later)."""
-        if self._thread is not None:
+        """Start watching; frames flow once a peer attaches (now or later)."""
+        if self._watchdog is not None:
             raise SourceError(f"webrtc source {self.name!r} is already started")
         self._slot.bind(asyncio.get_running_loop())
-        self._thread = threading.Thread(target=self._convert_loop, name=f"convert-{self.name}", daemon=True)
-        self._thread.start()
         self._watchdog = asyncio.get_running_loop().create_task(self._watch(), name=f"watch-{self.name}")
 
     async def next_frame(self) -> Frame | None:
-        if self._thread is None and not self._slot.closed:
+        if self._watchdog is None and not self._slot.closed:
             raise SourceError(f"webrtc source {self.name!r}: next_frame() before start()")
         return await self._slot.get()
 
     async def stop(self) -> None:
-        """Stop consuming, end the stream and join the convert thread (off the event loop)."""
+        """Stop consuming and end the stream."""
         if self._watchdog is not None:
             self._watchdog.cancel()
         await self._cancel_recv()
-        self._box.close()
         self._slot.close()
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            await asyncio.to_thread(thread.join, _JOIN_TIMEOUT_S)
+        self._log.info("webrtc.ended", frames=self._index, received=self.received, dropped=self.stats.dropped)
 
     # ---- peers (called on the event loop by the signaling endpoint) ---------------------------
     @property
@@ -274,7 +232,7 @@ class WebRTCSource:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    # ---- recv task (event loop): stamp and hand over, nothing else ---------------------------
+    # ---- recv task (event loop): stamp and hand over, nothing else (no pixel work) ------------
     async def _receive(self, track: Any, peer: str) -> None:
         from aiortc.mediastreams import MediaStreamError
 
@@ -304,36 +262,13 @@ class WebRTCSource:
                     self._set_health("live", None)
                 self.frame_size = (frame.width, frame.height)
                 self._next_pts_s = pts_s + _FALLBACK_FRAME_S
-                self._box.put((frame, pts_s, arrived_at))
+                handed = Frame(self._index, pts_s, None, time.time(), arrived_at,
+                               video_frame=frame, output_size=self.output_size)  # fmt: skip
+                if not self._slot.put(handed):  # live: never waits; False once the stream ended
+                    return
+                self._index += 1
         except MediaStreamError:
             self.peer_lost(peer, "track ended")
-
-    # ---- convert thread ----------------------------------------------------------------------
-    def _convert_loop(self) -> None:
-        """Hands the newest received frame on; its RGB conversion happens when a consumer uses it
-        (``Frame.image_at``, in the consumer's thread), so frames nobody uses are never converted."""
-        index = 0
-        failed: str | None = None
-        try:
-            while True:
-                item, replaced = self._box.take()
-                self.stats.dropped += replaced  # this thread is the only writer besides slot.put
-                if item is None:
-                    break
-                frame, pts_s, arrived_at = item
-                handed = Frame(index, pts_s, None, time.time(), arrived_at,
-                               video_frame=frame, output_size=self.output_size)  # fmt: skip
-                if not self._slot.put(handed):
-                    break
-                index += 1
-        except Exception as exc:  # a bug or a frame PyAV cannot convert: end the stream, say why
-            failed = f"webrtc source {self.name!r}: converting frame {index} failed: {exc!r}"
-            self._log.exception("webrtc.convert_crashed", frames=index)
-        finally:
-            self._slot.close(failed=failed)
-        self._log.info(
-            "webrtc.convert_ended", frames=index, received=self.received, dropped=self.stats.dropped
-        )
 
 
 def build(

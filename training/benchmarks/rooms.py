@@ -20,7 +20,6 @@ import asyncio
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import psutil
 from planner.config import PlannerConfig
 from planner.factory import SharedPlanning, load_prior
 from planner.logs import configure_logging
+from streamer.benchmarks.performance import start_mosquitto
 from streamer.benchmarks.pipeline import _clips, _switching_timeline
 from streamer.config import MqttConfig, ServiceConfig, StreamConfig
 from streamer.latency import percentiles
@@ -82,28 +82,9 @@ class _Sampler:
 
 async def _broker() -> tuple[str, bool, Any]:
     """(url, speaks v5, a stopper): mosquitto on a free port when installed, else the embedded one."""
-    mosquitto = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if mosquitto:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        tmp = Path(tempfile.mkdtemp(prefix="bench-mosquitto-"))
-        (tmp / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        proc = subprocess.Popen(
-            [mosquitto, "-c", str(tmp / "m.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        await asyncio.sleep(0.5)
-
-        async def stop() -> None:
-            proc.terminate()
-            proc.wait(5)
-            shutil.rmtree(tmp, ignore_errors=True)
-
-        return f"mqtt://127.0.0.1:{port}", True, stop
+    started = await start_mosquitto()
+    if started is not None:
+        return started[0], True, started[1]
     from streamer.mqtt.broker import EmbeddedBroker
 
     broker = EmbeddedBroker()

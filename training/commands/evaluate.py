@@ -125,7 +125,7 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
     else:
         prior = build_prior(cfg, data, args.prior, split.train)
         planner = build_planner(cfg, prior)
-        refuse_learned_on_its_training_videos(planner, samples)
+        refuse_learned_on_its_training_videos(planner.engine, samples)
         memories = history_memories(
             cfg.training.evaluate.history,
             data,

@@ -10,8 +10,6 @@ is one line and exit 2, before anything runs; nothing is written then.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -21,10 +19,9 @@ from planner.atomic import atomic_write_json
 from planner.cli_flags import PLANNER_FLAGS, add_planner_arguments, flag_overrides
 from planner.factory import SharedPlanning
 from planner.outputs import check_outputs
-from training.cholect50 import Annotations, load_annotations
+from training.cholect50 import load_annotations
 from training.config import AppConfig
-from training.evaluate import PAPER_BEST, seen_in_training
-from training.exceptions import UsageError
+from training.evaluate import PAPER_BEST, refuse_learned_on_its_training_videos
 from training.planning import build_prior
 from training.replay_eval import plan_jobs, replay_eval
 from training.tables import metrics_table, progress_bar
@@ -51,29 +48,27 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
     data = load_annotations(args.annotations)
     jobs = plan_jobs(data, split, args.videos)  # every video checked before anything runs
     prior = build_prior(cfg, data, args.prior)
-    with (
-        SharedPlanning(cfg.planner, prior) as planning,
-        _scored_on_unseen_videos(planning, data, [job.video for job in jobs]),
-        progress_bar(f"{len(jobs)} videos through the live pipeline", len(jobs), console) as update,
-    ):
-        done: list[str] = []
+    with SharedPlanning(cfg.planner, prior) as planning:
+        refuse_learned_on_its_training_videos(planning.engine, data.samples_of([job.video for job in jobs]))
+        with progress_bar(f"{len(jobs)} videos through the live pipeline", len(jobs), console) as update:
+            done: list[str] = []
 
-        def video_done(video: str) -> None:
-            done.append(video)
-            update(len(done))
+            def video_done(video: str) -> None:
+                done.append(video)
+                update(len(done))
 
-        report = replay_eval(
-            data,
-            args.annotations,
-            split,
-            args.videos,
-            cfg.service,
-            cfg.planner,
-            planning.planner,
-            on_video_done=video_done,
-            jobs=jobs,
-        )
-        name = f"{planning.engine.name}: {planning.engine.model}"
+            report = replay_eval(
+                data,
+                args.annotations,
+                split,
+                args.videos,
+                cfg.service,
+                cfg.planner,
+                planning.planner,
+                on_video_done=video_done,
+                jobs=jobs,
+            )
+            name = f"{planning.engine.name}: {planning.engine.model}"
     report["planner"] = name
     caption = (
         f"{report['samples']} samples ({report['relaxed_samples']} for the relaxed metrics) from "
@@ -106,17 +101,3 @@ def run(cfg: AppConfig, args: argparse.Namespace, console: Console) -> int:
         atomic_write_json(args.json_out, report)
         console.print(f"wrote {args.json_out}")
     return 0
-
-
-@contextmanager
-def _scored_on_unseen_videos(
-    planning: SharedPlanning, data: Annotations, videos: list[str]
-) -> Iterator[None]:
-    """A learned engine is never scored on videos it was trained on (one line, exit 2)."""
-    leaked = seen_in_training(getattr(planning.engine, "learned", None), data.samples_of(videos))
-    if leaked:
-        raise UsageError(
-            f"the learned model was trained on {len(leaked)} of the videos it would be scored on "
-            f"({', '.join(leaked[:5])}{', ...' if len(leaked) > 5 else ''}): replay-eval it on --split test"
-        )
-    yield
